@@ -1,0 +1,8 @@
+"""Pure codecs behind one registry (:mod:`compressors.registry`).
+
+Importing this package registers every codec.
+"""
+
+from compressors.registry import CODECS, Codec, Param, get_codec, register
+
+__all__ = ["CODECS", "Codec", "Param", "get_codec", "register"]

@@ -1,0 +1,107 @@
+"""The one registry of codecs.
+
+Every codec is pure: ``encode(image, **params) -> bytes`` and ``decode(data) -> image``
+where ``image`` is a ``uint8`` array of shape ``(H, W, C)`` with ``C`` in ``{1, 3}``
+(see :mod:`compressors.imageio` for how any input file becomes such an array).
+No file I/O, no Prefect, no Dask in here. The CLI, the flows, the UI form and the tests
+all read :data:`CODECS`; there is no second list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable parameter of a codec, with its default and inclusive bounds."""
+
+    default: Any
+    lo: float | None = None
+    hi: float | None = None
+    help: str = ""
+    kind: type = int
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A named, pure codec.
+
+    ``extension`` is the artifact's file suffix (standard formats keep the standard
+    suffix so any viewer opens them). ``params`` lists every parameter ``encode`` takes.
+    """
+
+    name: str
+    extension: str
+    encode_fn: Callable[..., bytes]
+    decode_fn: Callable[[bytes], np.ndarray]
+    params: Mapping[str, Param] = field(default_factory=dict)
+    description: str = ""
+
+    def canonical_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Fill defaults, coerce types, check bounds; ``None`` values count as unset.
+
+        Raises ``ValueError`` naming the parameter on anything this codec does not take
+        or that lies outside its bounds. The result is what gets recorded in reports and
+        hashed into the run id, so two spellings of one configuration give one run.
+        """
+        given = {k: v for k, v in (params or {}).items() if v is not None}
+        unknown = sorted(set(given) - set(self.params))
+        if unknown:
+            takes = ", ".join(sorted(self.params)) or "no parameters"
+            raise ValueError(f"codec {self.name!r} does not take {', '.join(unknown)} (it takes {takes})")
+        out: dict[str, Any] = {}
+        for name, spec in self.params.items():
+            value = given.get(name, spec.default)
+            if value is None:
+                out[name] = None
+                continue
+            try:
+                value = spec.kind(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{self.name}: {name} must be {spec.kind.__name__}, got {value!r}") from None
+            if spec.lo is not None and value < spec.lo or spec.hi is not None and value > spec.hi:
+                raise ValueError(f"{self.name}: {name}={value} is outside [{spec.lo}, {spec.hi}]")
+            out[name] = value
+        return out
+
+    def encode(self, image: np.ndarray, **params: Any) -> bytes:
+        check_image(image)
+        return self.encode_fn(image, **self.canonical_params(params))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"decode takes bytes, got {type(data).__name__}")
+        if len(data) == 0:
+            raise ValueError(f"{self.name}: empty artifact")
+        image = self.decode_fn(bytes(data))
+        check_image(image)
+        return image
+
+
+CODECS: dict[str, Codec] = {}
+
+
+def register(codec: Codec) -> Codec:
+    if codec.name in CODECS:
+        raise ValueError(f"codec {codec.name!r} registered twice")
+    CODECS[codec.name] = codec
+    return codec
+
+
+def get_codec(name: str) -> Codec:
+    try:
+        return CODECS[name]
+    except KeyError:
+        raise ValueError(f"unknown codec {name!r}; known: {', '.join(sorted(CODECS))}") from None
+
+
+def check_image(image: np.ndarray) -> None:
+    """The codec boundary: uint8, (H, W, C), C in {1, 3}, non-empty."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise TypeError(f"image must be a uint8 numpy array, got {getattr(image, 'dtype', type(image))}")
+    if image.ndim != 3 or image.shape[2] not in (1, 3) or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image must have shape (H, W, 1|3), got {image.shape}")
