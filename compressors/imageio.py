@@ -1,0 +1,149 @@
+"""Turn any image file's bytes into the codec boundary's array, on purpose.
+
+The rules, applied in this order (each applied rule is named in ``Decoded.conversion``
+so reports say what happened to every image):
+
+- the pixel count claimed by the header is checked against ``max_pixels`` *before*
+  any pixel is decoded (decompression bombs become a clear error);
+- multi-frame files (animated GIF/WebP/APNG, multi-page TIFF) keep their first frame;
+- EXIF orientation is applied, so the array is the image as a viewer shows it;
+- 16-bit and 32-bit integer samples are scaled to 8 bits (``round(v / 257)``);
+- palette images are expanded to RGB (or RGBA when they carry transparency);
+- CMYK and YCbCr are converted to RGB;
+- alpha is composited over white: codecs and metrics work on what a viewer shows,
+  and classical formats without alpha (JPEG) stay comparable with the others;
+- grayscale stays one channel (``C == 1``); everything else is RGB (``C == 3``).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow's own bomb limit is ~89 Mpx with a warning below 2x; we decide explicitly.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: np.ndarray  # uint8 (H, W, C), C in {1, 3}
+    source_format: str  # "PNG", "JPEG", ...
+    source_mode: str  # Pillow mode before conversion, e.g. "I;16", "CMYK"
+    conversion: str  # ";"-joined rules applied, "" when none
+
+
+class ImageError(ValueError):
+    """The bytes are not an image this pipeline can use; the message says why."""
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode an image file's bytes to a uint8 (H, W, C) array following the rules above."""
+    if len(data) == 0:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's bomb warning: we check ourselves
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w <= 0 or h <= 0:
+                raise ImageError(f"image header claims an empty size {w}x{h}")
+            if w * h > max_pixels:
+                raise ImageError(
+                    f"image header claims {w}x{h} = {w * h:,} pixels, over the limit of "
+                    f"{max_pixels:,} (possible decompression bomb)"
+                )
+            steps: list[str] = []
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                im.seek(0)
+                steps.append(f"first frame of {frames}")
+            fmt, mode = im.format or "unknown", im.mode
+            im.load()
+            rotated = ImageOps.exif_transpose(im)
+            if rotated is not im and rotated.size != im.size or _orientation(im) not in (0, 1):
+                steps.append(f"exif orientation {_orientation(im)} applied")
+            im = rotated
+            image = _to_array(im, steps)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"not a readable image: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated and corrupt files as OSError/SyntaxError/ValueError.
+        raise ImageError(f"corrupt or truncated image: {exc}") from None
+    return Decoded(image=image, source_format=fmt, source_mode=mode, conversion=";".join(steps))
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block is not a broken image
+        return 1
+
+
+def _to_array(im: Image.Image, steps: list[str]) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im).astype(np.int64)
+        hi = 65535 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
+        if hi == 65535:
+            arr = (arr.clip(0, 65535) + 128) // 257
+            steps.append("16-bit to 8-bit")
+        return arr.clip(0, 255).astype(np.uint8)[:, :, None]
+    if mode == "F":
+        steps.append("float samples clipped to 0..255")
+        return np.asarray(im).clip(0, 255).round().astype(np.uint8)[:, :, None]
+    if mode == "1":
+        steps.append("bilevel to grayscale")
+        return np.asarray(im.convert("L"))[:, :, None]
+    if mode == "P":
+        has_alpha = "transparency" in im.info or im.palette is not None and im.palette.mode == "RGBA"
+        im = im.convert("RGBA" if has_alpha else "RGB")
+        steps.append("palette expanded")
+        mode = im.mode
+    if mode == "PA":
+        im, mode = im.convert("RGBA"), "RGBA"
+        steps.append("palette expanded")
+    if mode in ("LA", "La"):
+        return _over_white(np.asarray(im.convert("LA")), steps)
+    if mode in ("RGBA", "RGBa"):
+        return _over_white(np.asarray(im.convert("RGBA")), steps)
+    if mode == "L":
+        return np.asarray(im)[:, :, None]
+    if mode == "RGB":
+        return _gray_if_equal(np.asarray(im), steps)
+    # CMYK, YCbCr, LAB, HSV, RGBX ...: Pillow's conversion to RGB.
+    steps.append(f"{mode} to RGB")
+    return _gray_if_equal(np.asarray(im.convert("RGB")), steps)
+
+
+def _gray_if_equal(rgb: np.ndarray, steps: list[str]) -> np.ndarray:
+    """RGB whose three channels are identical is grayscale: one channel, no loss."""
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+        steps.append("equal RGB channels stored as grayscale")
+        return np.ascontiguousarray(rgb[..., :1])
+    return rgb
+
+
+def _over_white(arr: np.ndarray, steps: list[str]) -> np.ndarray:
+    color, alpha = arr[..., :-1].astype(np.uint32), arr[..., -1:].astype(np.uint32)
+    if alpha.min() == 255:
+        steps.append("opaque alpha dropped")
+        out = np.ascontiguousarray(arr[..., :-1])
+    else:
+        steps.append("alpha composited over white")
+        out = ((color * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    return _gray_if_equal(out, steps) if out.shape[2] == 3 else out
+
+
+def encode_png(image: np.ndarray, *, compress_level: int = 6) -> bytes:
+    """A lossless PNG of a codec-boundary array (used for decompressed outputs)."""
+    buf = io.BytesIO()
+    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(
+        buf, format="PNG", compress_level=compress_level
+    )
+    return buf.getvalue()

@@ -1,0 +1,1 @@
+"""Prefect flows: wiring only. The logic lives in :mod:`tasks` and :mod:`compressors`."""

@@ -1,0 +1,39 @@
+"""``compress_collection``: list, shard, compress on Dask, report."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.futures import as_completed
+
+from compressors import get_codec
+from flows.params import CompressRequest
+from flows.runner import dask_runner
+from tasks import prefect_tasks as t
+from tasks.storage import Storage
+
+
+@flow(name="compress-collection", task_runner=dask_runner(), log_prints=True)
+def compress_collection(request: CompressRequest) -> dict:
+    """Compress every image under ``request.source``; one Parquet report per shard."""
+    logger = get_run_logger()
+    codec = get_codec(request.codec)
+    params = codec.canonical_params(request.codec_params())
+    storage = Storage(endpoint_url=request.endpoint_url)
+    plan = t.prepare_run(
+        request.source, request.dest, codec.name, params, shard_size=request.shard_size,
+        storage=storage, max_pixels=int(request.max_megapixels * 1e6),
+    )
+    logger.info(
+        "run %s: %d images listed, %d already done, %d shards to run",
+        plan.run_id, plan.listed, plan.already_done, len(plan.specs),
+    )
+    summaries = [f.result() for f in as_completed(t.compress_shard.map(plan.specs))]
+    summary = t.finish_run(plan, summaries, storage)
+    create_table_artifact(
+        key=f"compress-{plan.run_id}", table=[summary],
+        description=f"imgpress {codec.name} run {plan.run_id}: {request.source} -> {request.dest}",
+    )
+    if request.fail_on_error and summary["errors"]:
+        raise RuntimeError(f"{summary['errors']} images failed; see the report under {request.dest}/reports")
+    return summary

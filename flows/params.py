@@ -1,0 +1,59 @@
+"""Flow parameters as pydantic models: the Prefect UI renders them as a form.
+
+The codec dropdown is built from the one codec registry, so a new codec appears in the
+CLI, the flows and the form at once.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from compressors import CODECS
+
+CodecName = Enum("CodecName", {name: name for name in CODECS}, type=str)
+
+
+class StorageFields(BaseModel):
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint (MinIO, Ceph ...). Empty: AWS, or AWS_ENDPOINT_URL. "
+        "Credentials always come from the worker's AWS environment, never from here.",
+    )
+
+
+class CompressRequest(StorageFields):
+    """Compress every image under `source` into `dest`, with a Parquet report per shard."""
+
+    model_config = ConfigDict(use_enum_values=True)
+
+    source: str = Field(..., description="Folder or fsspec URL of the images (read recursively), e.g. s3://bucket/photos")
+    dest: str = Field(..., description="Folder or fsspec URL for artifacts/, reports/ and runs/")
+    codec: CodecName = Field("kmeans", description="Which codec compresses the images")
+    quality: int | None = Field(
+        None, ge=1, le=100, description="jpeg/webp/avif/jpeg2000: 1..100; autoencoder: its quality level"
+    )
+    colors: int | None = Field(None, ge=2, le=256, description="kmeans: palette size")
+    target_psnr: float | None = Field(
+        None, ge=10, le=80, description="kmeans: the smallest palette reaching this PSNR (dB)"
+    )
+    model: str | None = Field(None, description="autoencoder: model id or URL of a trained model (default: shipped)")
+    shard_size: int = Field(64, ge=1, le=10_000, description="Images per shard (one Dask task each)")
+    max_megapixels: float = Field(
+        100.0, gt=0, le=2000, description="Larger images are refused as possible decompression bombs"
+    )
+    fail_on_error: bool = Field(False, description="Fail the run when any image gives an error row")
+
+    def codec_params(self) -> dict:
+        """The codec parameters the user set (unset ones stay None and take the codec's default)."""
+        fields = {"quality": self.quality, "colors": self.colors, "target_psnr": self.target_psnr, "model": self.model}
+        return {k: v for k, v in fields.items() if v is not None}
+
+
+class DecompressRequest(StorageFields):
+    """Decode every artifact under `source` back to lossless PNG files under `dest`."""
+
+    source: str = Field(..., description="Folder or URL of artifacts, e.g. DEST/artifacts/<run_id>")
+    dest: str = Field(..., description="Folder or URL for the decoded PNG files")
+    shard_size: int = Field(64, ge=1, le=10_000, description="Artifacts per shard (one Dask task each)")

@@ -1,0 +1,28 @@
+"""Where the shards run: a local Dask cluster by default, an existing one by address.
+
+``IMGPRESS_DASK_ADDRESS`` (or the ``address`` argument) points every flow at an
+existing scheduler, so a deployment moves to a bigger cluster with no code change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from prefect_dask import DaskTaskRunner
+
+ADDRESS_ENV = "IMGPRESS_DASK_ADDRESS"
+WORKERS_ENV = "IMGPRESS_DASK_WORKERS"
+
+
+def dask_runner(address: str | None = None, workers: int | None = None) -> DaskTaskRunner:
+    address = address or os.environ.get(ADDRESS_ENV) or None
+    if address:
+        return DaskTaskRunner(address=address)
+    n = workers or int(os.environ.get(WORKERS_ENV, 0)) or os.cpu_count() or 1
+    # One single-threaded process per core: codecs and metrics hold the GIL in places.
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
+                        "dashboard_address": None, "silence_logs": logging.WARNING},
+    )

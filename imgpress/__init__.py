@@ -1,0 +1,1 @@
+"""imgpress: compress whole image collections and report what it cost in quality."""

@@ -1,0 +1,214 @@
+"""A run: its id, its manifest, its shards and their markers (what resume looks for).
+
+Layout under the destination::
+
+    runs/<run_id>/manifest.json          config, codec params, versions, counts
+    runs/<run_id>/shards/<shard>.json    a finished shard's marker, written last
+    artifacts/<run_id>/<source path><ext> compressed artifacts mirroring the source
+    reports/run_id=<run_id>/<shard>.parquet
+
+The run id is a hash of what determines the artifacts (source, codec, canonical params):
+re-running the same configuration resumes it; changing any of them starts a new run and
+never overwrites another run's artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import posixpath
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+
+from tasks.storage import Storage, join, list_files, read_bytes, write_bytes
+
+MARKER_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One unit of distributed work: a picklable description of tens to hundreds of images."""
+
+    run_id: str
+    shard_id: str
+    source: str
+    dest: str
+    codec: str
+    params_json: str  # canonical codec params
+    files: tuple[tuple[str, int], ...]  # (path relative to source, size in bytes)
+    storage: Storage = field(default_factory=Storage)
+    max_pixels: int = 100_000_000
+
+    @property
+    def params(self) -> dict:
+        return json.loads(self.params_json)
+
+
+def make_run_id(source: str, codec: str, params: dict) -> str:
+    key = json.dumps({"source": source.rstrip("/"), "codec": codec, "params": params}, sort_keys=True)
+    return f"{codec}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def shard_id_for(files: list[tuple[str, int]]) -> str:
+    """Content-addressed: the same files always make the same shard id."""
+    h = hashlib.sha256("\n".join(rel for rel, _ in files).encode())
+    return f"shard-{h.hexdigest()[:16]}"
+
+
+def manifest_url(dest: str, run_id: str) -> str:
+    return join(dest, "runs", run_id, "manifest.json")
+
+
+def marker_url(dest: str, run_id: str, shard_id: str) -> str:
+    return join(dest, "runs", run_id, "shards", shard_id + MARKER_SUFFIX)
+
+
+def artifact_url(dest: str, run_id: str, rel: str, extension: str) -> str:
+    return join(dest, "artifacts", run_id, rel + extension)
+
+
+def finished_shards(dest: str, run_id: str, storage: Storage = Storage()) -> list[str]:
+    try:
+        names = list_files(join(dest, "runs", run_id, "shards"), storage, extensions=(MARKER_SUFFIX,))
+    except FileNotFoundError:
+        return []
+    return [posixpath.basename(rel).removesuffix(MARKER_SUFFIX) for rel, _ in names]
+
+
+def read_marker(dest: str, run_id: str, shard_id: str, storage: Storage = Storage()) -> dict:
+    return json.loads(read_bytes(marker_url(dest, run_id, shard_id), storage))
+
+
+def write_marker(spec: ShardSpec, summary: dict) -> None:
+    body = {"shard": spec.shard_id, "files": [rel for rel, _ in spec.files], **summary}
+    write_bytes(marker_url(spec.dest, spec.run_id, spec.shard_id), json.dumps(body).encode(), spec.storage)
+
+
+def plan_shards(
+    files: list[tuple[str, int]], done: set[str], shard_size: int
+) -> list[list[tuple[str, int]]]:
+    """Chunk the files not yet covered by a finished shard, in sorted order."""
+    todo = [f for f in files if f[0] not in done]
+    return [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("imgpress", "numpy", "pillow", "scikit-learn", "torch", "prefect", "dask", "distributed", "pyarrow"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_manifest(dest: str, run_id: str, body: dict, storage: Storage = Storage()) -> None:
+    write_bytes(manifest_url(dest, run_id), json.dumps(body, indent=2, sort_keys=True, default=str).encode(), storage)
+
+
+def read_manifest(dest: str, run_id: str, storage: Storage = Storage()) -> dict | None:
+    try:
+        return json.loads(read_bytes(manifest_url(dest, run_id), storage))
+    except FileNotFoundError:
+        return None
+
+
+def storage_dict(storage: Storage) -> dict:
+    return {k: v for k, v in asdict(storage).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    run_id: str
+    specs: tuple[ShardSpec, ...]
+    listed: int
+    already_done: int  # images covered by shards finished in an earlier attempt
+    manifest: dict
+
+
+def prepare_run(
+    source: str,
+    dest: str,
+    codec: str,
+    params: dict,
+    *,
+    shard_size: int = 64,
+    storage: Storage = Storage(),
+    max_pixels: int = 100_000_000,
+) -> RunPlan:
+    """List the source, resume what an earlier attempt finished, and cut the rest into shards.
+
+    ``params`` must already be canonical (``Codec.canonical_params``).
+    """
+    if shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    run_id = make_run_id(source, codec, params)
+    files = list_files(source, storage, exclude=(dest,))
+    done_shards = finished_shards(dest, run_id, storage)
+    done: set[str] = set()
+    for shard in done_shards:
+        done.update(read_marker(dest, run_id, shard, storage)["files"])
+    _drop_unfinished_reports(dest, run_id, set(done_shards), storage)
+    params_json = json.dumps(params, sort_keys=True)
+    specs = tuple(
+        ShardSpec(run_id, shard_id_for(chunk), source, dest, codec, params_json, tuple(chunk), storage, max_pixels)
+        for chunk in plan_shards(files, done, shard_size)
+    )
+    manifest = {
+        "run_id": run_id, "source": source, "dest": dest, "codec": codec, "params": params,
+        "shard_size": shard_size, "max_pixels": max_pixels, "storage": storage_dict(storage),
+        "versions": versions(), "started": now(), "status": "running",
+        "images_listed": len(files), "images_already_done": sum(1 for f in files if f[0] in done),
+        "shards_already_done": len(done_shards), "shards_planned": len(specs),
+    }
+    write_manifest(dest, run_id, manifest, storage)
+    return RunPlan(run_id, specs, len(files), manifest["images_already_done"], manifest)
+
+
+def finish_run(plan: RunPlan, summaries: list[dict], storage: Storage = Storage()) -> dict:
+    """Add this attempt's counts to the manifest and write it; return the run summary."""
+    totals: dict[str, float] = {}
+    for s in summaries:
+        for k, v in s.items():
+            if isinstance(v, (int, float)):
+                totals[k] = totals.get(k, 0) + v
+    ok = totals.get("ok", 0)
+    summary = {
+        "run_id": plan.run_id,
+        "images_listed": plan.listed,
+        "images_skipped_as_done": plan.already_done,
+        "images": int(totals.get("images", 0)),
+        "ok": int(ok),
+        "errors": int(totals.get("errors", 0)),
+        "shards": len(summaries),
+        "mean_bpp": totals["artifact_bytes"] * 8 / totals["pixels"] if totals.get("pixels") else None,
+        "mean_psnr": totals["sum_psnr"] / totals["finite_psnr"] if totals.get("finite_psnr") else None,
+        "mean_ssim": totals["sum_ssim"] / ok if ok else None,
+        "mean_encode_ms": totals["sum_encode_ms"] / ok if ok else None,
+        "source_bytes": int(totals.get("source_bytes", 0)),
+        "artifact_bytes": int(totals.get("artifact_bytes", 0)),
+    }
+    manifest = {**plan.manifest, "status": "completed", "finished": now(), "result": summary}
+    write_manifest(plan.manifest["dest"], plan.run_id, manifest, storage)
+    return summary
+
+
+def _drop_unfinished_reports(dest: str, run_id: str, finished: set[str], storage: Storage) -> None:
+    """A report without its marker is from an attempt that died: its shard will be redone."""
+    from tasks.report import report_url  # noqa: PLC0415
+
+    fs, _ = storage.fs(dest)
+    try:
+        reports = list_files(join(dest, "reports", f"run_id={run_id}"), storage, extensions=(".parquet",))
+    except FileNotFoundError:
+        return
+    for rel, _ in reports:
+        shard = posixpath.basename(rel).removesuffix(".parquet")
+        if shard not in finished:
+            fs.rm(storage.fs(report_url(dest, run_id, shard))[1])

@@ -1,0 +1,154 @@
+"""The unit of distributed work: compress (or decompress) one shard of images.
+
+Plain functions, picklable arguments, no Prefect: the same call runs in a loop, under
+Dask, or in a test. A bad image is a row with ``status="error"``, never an exception
+that kills the shard; a destination that cannot be written *does* raise, because then
+nothing the shard made can be trusted and the task should be retried or fail loudly.
+
+Order of writes (what makes resume safe): artifacts, then the shard's Parquet report,
+then its marker. Each write is whole-or-nothing (:func:`tasks.storage.write_bytes`).
+"""
+
+from __future__ import annotations
+
+import time
+import numpy as np
+
+from compressors import get_codec
+from compressors.imageio import ImageError, decode_image, encode_png
+from compressors.metrics import psnr, ssim
+from tasks.plan import ShardSpec, artifact_url, write_marker
+from tasks.report import report_url, write_report
+from tasks.storage import Storage, join, read_bytes, write_bytes
+
+
+class DestinationError(RuntimeError):
+    """The destination refused a write: the shard cannot complete."""
+
+
+def compress_shard(spec: ShardSpec) -> dict:
+    """Compress every image of a shard; write artifacts, the report and the marker.
+
+    Returns a small summary (counts and sums), never the rows, so the flow's memory
+    does not grow with the collection.
+    """
+    codec = get_codec(spec.codec)
+    params = spec.params
+    rows = [compress_one(spec, codec, params, rel, size) for rel, size in spec.files]
+    _write(report_url(spec.dest, spec.run_id, spec.shard_id), None, spec.storage, rows=rows)
+    summary = summarize_rows(rows)
+    write_marker(spec, summary)
+    return {"shard": spec.shard_id, **summary}
+
+
+def compress_one(spec: ShardSpec, codec, params: dict, rel: str, size: int) -> dict:
+    row = {
+        "run_id": spec.run_id, "shard": spec.shard_id, "source": rel, "codec": codec.name,
+        "params": spec.params_json, "status": "error", "source_bytes": size,
+    }
+    try:
+        data = read_bytes(join(spec.source, rel), spec.storage)
+        row["source_bytes"] = len(data)
+        src = decode_image(data, max_pixels=spec.max_pixels)
+        image = src.image
+        h, w, c = image.shape
+        row.update(source_format=src.source_format, conversion=src.conversion, width=w, height=h, channels=c)
+        t0 = time.perf_counter()
+        blob = codec.encode(image, **params)
+        t1 = time.perf_counter()
+        decoded = codec.decode(blob)
+        t2 = time.perf_counter()
+        reference = _match_channels(image, decoded)
+        row.update(psnr=psnr(reference, decoded), ssim=ssim(reference, decoded))
+        row.update(encode_ms=(t1 - t0) * 1e3, decode_ms=(t2 - t1) * 1e3, metrics_ms=_ms(t2))
+    except (ImageError, ValueError, TypeError, OSError, MemoryError, RuntimeError) as exc:
+        row["error"] = _message(exc)
+        return row
+    url = artifact_url(spec.dest, spec.run_id, rel, codec.extension)
+    _write(url, blob, spec.storage)
+    n = len(blob)
+    row.update(
+        status="ok", artifact=url, artifact_bytes=n, bpp=n * 8 / (w * h),
+        compression_ratio=row["source_bytes"] / n, raw_compression_ratio=w * h * c / n,
+    )
+    return row
+
+
+def decompress_shard(
+    source: str, dest: str, files: tuple[tuple[str, int], ...], storage: Storage = Storage()
+) -> dict:
+    """Decode artifacts back to lossless PNGs, mirroring their paths under ``dest``."""
+    errors: list[dict] = []
+    ok = 0
+    for rel, _ in files:
+        try:
+            codec = codec_for_path(rel)
+            image = codec.decode(read_bytes(join(source, rel), storage))
+        except (ValueError, TypeError, OSError, MemoryError, RuntimeError) as exc:
+            errors.append({"source": rel, "error": _message(exc)})
+            continue
+        _write(join(dest, png_name(rel, codec.extension)), encode_png(image), storage)
+        ok += 1
+    return {"images": len(files), "ok": ok, "errors": len(errors), "error_rows": errors}
+
+
+def codec_for_path(rel: str):
+    """The codec whose artifact extension ends ``rel`` (longest match wins)."""
+    from compressors import CODECS  # noqa: PLC0415
+
+    matches = [c for c in CODECS.values() if rel.lower().endswith(c.extension)]
+    if not matches:
+        raise ValueError(f"no codec writes files like {rel!r}")
+    # ".png" is both kmeans's artifact and a plain PNG: kmeans decodes any PNG.
+    return max(matches, key=lambda c: len(c.extension))
+
+
+def png_name(rel: str, extension: str) -> str:
+    """``a/b.jpg.webp`` -> ``a/b.jpg.png``; ``a/b.png.png`` -> ``a/b.png``."""
+    stem = rel[: -len(extension)] if rel.lower().endswith(extension) else rel
+    return stem if stem.lower().endswith(".png") else stem + ".png"
+
+
+def summarize_rows(rows: list[dict]) -> dict:
+    ok = [r for r in rows if r["status"] == "ok"]
+    return {
+        "images": len(rows),
+        "ok": len(ok),
+        "errors": len(rows) - len(ok),
+        "source_bytes": sum(r.get("source_bytes") or 0 for r in rows),
+        "artifact_bytes": sum(r["artifact_bytes"] for r in ok),
+        "pixels": sum(r["width"] * r["height"] for r in ok),
+        "sum_psnr": sum(r["psnr"] for r in ok if np.isfinite(r["psnr"])),
+        "finite_psnr": sum(1 for r in ok if np.isfinite(r["psnr"])),
+        "sum_ssim": sum(r["ssim"] for r in ok),
+        "sum_encode_ms": sum(r["encode_ms"] for r in ok),
+        "sum_decode_ms": sum(r["decode_ms"] for r in ok),
+    }
+
+
+def _write(url: str, data: bytes | None, storage: Storage, *, rows: list[dict] | None = None) -> None:
+    try:
+        if rows is not None:
+            write_report(url, rows, storage)
+        else:
+            write_bytes(url, data, storage)
+    except Exception as exc:  # the destination, not the image, failed
+        raise DestinationError(f"cannot write {url}: {_message(exc)}") from exc
+
+
+def _match_channels(reference: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+    if reference.shape == decoded.shape:
+        return reference
+    if reference.shape[:2] == decoded.shape[:2] and reference.shape[2] == 1:
+        return np.repeat(reference, decoded.shape[2], axis=2)
+    raise ValueError(f"codec returned shape {decoded.shape} for an image of shape {reference.shape}")
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1e3
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, (ImageError, DestinationError)) else f"{type(exc).__name__}: {text}"
+
