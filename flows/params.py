@@ -57,3 +57,19 @@ class DecompressRequest(StorageFields):
     source: str = Field(..., description="Folder or URL of artifacts, e.g. DEST/artifacts/<run_id>")
     dest: str = Field(..., description="Folder or URL for the decoded PNG files")
     shard_size: int = Field(64, ge=1, le=10_000, description="Artifacts per shard (one Dask task each)")
+
+
+class TrainRequest(StorageFields):
+    """Train (or fine-tune) the autoencoder codec on a collection; write safetensors + JSON."""
+
+    source: str = Field(..., description="Folder or URL of training images (never the test set)")
+    model_dest: str = Field(..., description="Folder or URL where the model files are written")
+    minutes: float = Field(10.0, gt=0, le=7 * 24 * 60, description="Wall-clock training budget")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (whichever comes first)")
+    init_model: str | None = Field(
+        None, description="Fine-tune from this model (id of a shipped model, or URL of a trained one)"
+    )
+    crops: int = Field(4096, ge=16, le=1_000_000, description="Random crops sampled from the collection")
+    crop_size: int = Field(128, ge=32, le=1024, description="Crop side in pixels")
+    seed: int = Field(0, description="Seed for crop sampling and initialisation")
+    shard_size: int = Field(64, ge=1, le=10_000, description="Images read per Dask task")

@@ -129,6 +129,35 @@ def report(
 
 
 @app.command()
+def train(
+    source: str = typer.Argument(..., help="Folder or URL of training images"),
+    model_dest: str = typer.Argument(..., help="Folder or URL for the model (safetensors + JSON)"),
+    minutes: float = typer.Option(10.0, help="Wall-clock training budget"),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps"),
+    init_model: Optional[str] = typer.Option(None, help="Fine-tune from a model id or URL"),
+    crops: int = typer.Option(4096, help="Random crops sampled from the collection"),
+    crop_size: int = typer.Option(128),
+    seed: int = typer.Option(0),
+    dask_address: Optional[str] = typer.Option(None, help="Existing Dask scheduler (GPU workers are used)"),
+    workers: Optional[int] = typer.Option(None),
+    endpoint_url: Optional[str] = typer.Option(None),
+) -> None:
+    """Train the autoencoder on SOURCE (on a GPU worker when the cluster has one)."""
+    from flows.params import TrainRequest
+    from flows.runner import dask_runner
+    from flows.train import train_autoencoder
+    from imgpress.prefect_api import prefect_api
+
+    request = _validated(
+        TrainRequest, source=source, model_dest=model_dest, minutes=minutes, max_steps=max_steps,
+        init_model=init_model, crops=crops, crop_size=crop_size, seed=seed, endpoint_url=endpoint_url,
+    )
+    with prefect_api(echo=console.print):
+        result = train_autoencoder.with_options(task_runner=dask_runner(dask_address, workers))(request)
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
 def demo(
     dest: str = typer.Argument("imgpress-demo", help="Where the demo writes its collection and results"),
     workers: Optional[int] = typer.Option(None),
