@@ -11,8 +11,11 @@ from error visibility to structural similarity", IEEE TIP 13(4), 600-612, 2004.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import ndimage
+from threadpoolctl import threadpool_limits
 
 __all__ = ["psnr", "ssim"]
 
@@ -41,14 +44,20 @@ def _check_pair(reference: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np
 def psnr(reference: np.ndarray, test: np.ndarray, *, data_range: float = 255.0) -> float:
     """Peak signal-to-noise ratio in dB: ``10 log10(data_range**2 / MSE)``.
 
-    The MSE is taken over all pixels and channels in float64. Identical images give
-    ``inf``.
+    The MSE is taken over all pixels and channels (exactly, for uint8 inputs). Identical
+    images give ``inf``.
     """
     ref, tst = _check_pair(reference, test)
     if data_range <= 0:
         raise ValueError(f"data_range must be positive, got {data_range}")
-    diff = ref.astype(np.float64) - tst.astype(np.float64)
-    mse = float(np.mean(diff * diff))
+    if ref.dtype == np.uint8 and tst.dtype == np.uint8:
+        # Exact: integer differences, and every partial sum of their squares is an
+        # integer below 2**53, so the float64 dot product has no rounding.
+        diff = np.subtract(ref, tst, dtype=np.int16).ravel().astype(np.float64)
+        mse = float(np.dot(diff, diff)) / diff.size
+    else:
+        diff = ref.astype(np.float64) - tst.astype(np.float64)
+        mse = float(np.mean(diff * diff))
     if mse == 0.0:
         return float("inf")
     return float(10.0 * np.log10(float(data_range) ** 2 / mse))
@@ -72,7 +81,127 @@ def ssim(reference: np.ndarray, test: np.ndarray, *, data_range: float = 255.0) 
     ref, tst = _check_pair(reference, test)
     if data_range <= 0:
         raise ValueError(f"data_range must be positive, got {data_range}")
-    return _ssim_float64(ref, tst, float(data_range))
+    return _ssim_fast(ref, tst, float(data_range))
+
+
+# The fast path. Per channel, SSIM needs four local (Gaussian-weighted) statistics:
+# the means of x and y, of x*y and of (x-y)^2; everything else follows:
+#     vx + vy = E[(x-y)^2] - (mx-my)^2 + 2 vxy,   ux^2 + uy^2 = 2 ux uy + (ux-uy)^2.
+# Filtering (x-y)^2 instead of x^2 and y^2 saves a fifth of the work and avoids the
+# cancellation in E[x^2] - E[x]^2 for the sum of variances. The one remaining
+# difference, E[xy] - mx my, is kept small by shifting x and y by an integer offset near
+# the channel mean first (covariances are shift invariant; the means are shifted back),
+# so float32 suffices (agreement with the float64 path ~1e-6).
+#
+# The separable Gaussian pass with its reflected boundary is a banded matrix; its
+# diagonal blocks turn each pass into a few BLAS matrix products. The image is processed
+# in strips of _STRIP output rows, so the statistics of a strip stay in cache while the
+# SSIM map is formed and summed, and memory stays O(strip) for any image size.
+_STRIP = 32
+_COLUMN_BLOCK = 64
+
+
+def _gaussian_taps() -> np.ndarray:
+    k = np.arange(-_RADIUS, _RADIUS + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (k / _SIGMA) ** 2)
+    return w / w.sum()
+
+
+def _reflect(index: np.ndarray, n: int) -> np.ndarray:
+    """scipy.ndimage's mode="reflect" (d c b a | a b c d | d c b a), any n >= 1."""
+    m = np.mod(index, 2 * n)
+    return np.where(m >= n, 2 * n - 1 - m, m)
+
+
+@functools.lru_cache(maxsize=64)
+def _filter_blocks(n: int, block: int) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
+    """The 1-D Gaussian filter of length n as diagonal blocks of its banded matrix.
+
+    Each block is (r0, r1, c0, c1, G[r0:r1, c0:c1]) with
+    ``filtered[r0:r1] = G[r0:r1, c0:c1] @ x[c0:c1]``; c0..c1 covers every input those
+    rows reach, reflections included.
+    """
+    taps = _gaussian_taps()
+    offsets = np.arange(-_RADIUS, _RADIUS + 1)
+    blocks = []
+    for r0 in range(0, n, block):
+        r1 = min(n, r0 + block)
+        rows = np.arange(r0, r1)
+        cols = _reflect(rows[:, None] + offsets[None, :], n)
+        c0, c1 = int(cols.min()), int(cols.max()) + 1
+        g = np.zeros((r1 - r0, c1 - c0), dtype=np.float64)
+        np.add.at(g, (np.broadcast_to(rows[:, None] - r0, cols.shape), cols - c0), taps[None, :])
+        g = g.astype(np.float32)
+        g.setflags(write=False)
+        blocks.append((r0, r1, c0, c1, g))
+    return tuple(blocks)
+
+
+def _ssim_fast(ref: np.ndarray, tst: np.ndarray, data_range: float) -> float:
+    # One BLAS thread: the products are small and many, and a metric runs once per image
+    # inside an already parallel pipeline; multi-threaded OpenBLAS on a busy machine
+    # was measured 10x slower here, not faster.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _ssim_strips(ref, tst, data_range)
+
+
+def _ssim_strips(ref: np.ndarray, tst: np.ndarray, data_range: float) -> float:
+    h, w, c = ref.shape
+    c1 = np.float32((_K1 * data_range) ** 2)
+    c2 = np.float32((_K2 * data_range) ** 2)
+    # Integer offsets keep the shifted values exact in float32.
+    # Any offset near the mean will do: a sparse sample is enough.
+    step = max(1, int(np.sqrt(h * w / 4096)))
+    sample = np.concatenate([ref[::step, ::step].reshape(-1, c), tst[::step, ::step].reshape(-1, c)])
+    offset = np.round(sample.mean(axis=0, dtype=np.float64)).astype(np.float32)[None, :, None]
+    keep_rows, keep_cols = _crop_slices(h, w)
+    row_lo, row_hi, _ = keep_rows.indices(h)
+    column_blocks = _filter_blocks(w, _COLUMN_BLOCK)
+    total = np.zeros(c, dtype=np.float64)
+    for r0, r1, i0, i1, g in _filter_blocks(h, _STRIP):
+        k0, k1 = max(r0, row_lo), min(r1, row_hi)
+        if k0 >= k1:
+            continue
+        g = g[k0 - r0 : k1 - r0]
+        n_in, n_out = i1 - i0, k1 - k0
+        # Planes, each (rows, C, W): x, y, x*y, (x-y)^2, with x and y shifted.
+        stack = np.empty((n_in, 4 * c, w), dtype=np.float32)
+        x, y, xy, dd = (stack[:, i * c : (i + 1) * c] for i in range(4))
+        np.subtract(ref[i0:i1].transpose(0, 2, 1), offset, out=x, dtype=np.float32)
+        np.subtract(tst[i0:i1].transpose(0, 2, 1), offset, out=y, dtype=np.float32)
+        np.multiply(x, y, out=xy)
+        np.subtract(x, y, out=dd)
+        dd *= dd
+        vertical = g @ stack.reshape(n_in, 4 * c * w)
+        vertical = vertical.reshape(n_out * 4 * c, w)
+        blurred = np.empty((n_out * 4 * c, w), dtype=np.float32)
+        for j0, j1, l0, l1, gc in column_blocks:
+            np.matmul(vertical[:, l0:l1], gc.T, out=blurred[:, j0:j1])
+        blurred = blurred.reshape(n_out, 4 * c, w)[:, :, keep_cols]
+        mx, my, sxy, sdd = (blurred[:, i * c : (i + 1) * c] for i in range(4))
+        dm2 = mx - my
+        dm2 *= dm2
+        p = mx * my
+        a2 = sxy - p
+        a2 *= 2
+        a2 += c2
+        b2 = sdd - dm2
+        b2 += a2
+        # 2 ux uy + C1 with ux = mx + o, uy = my + o.
+        a1 = mx + my
+        a1 *= offset
+        a1 += p
+        a1 += offset * offset
+        a1 *= 2
+        a1 += c1
+        b1 = dm2
+        b1 += a1
+        a1 *= a2
+        b1 *= b2
+        a1 /= b1
+        total += a1.sum(axis=2).sum(axis=0, dtype=np.float64)  # pairwise float32 along rows
+    n_pixels = (row_hi - row_lo) * len(range(*keep_cols.indices(w)))
+    return float((total / n_pixels).mean())
 
 
 def _ssim_float64(ref: np.ndarray, tst: np.ndarray, data_range: float) -> float:
@@ -96,9 +225,10 @@ def _ssim_float64(ref: np.ndarray, tst: np.ndarray, data_range: float) -> float:
     return float(np.mean(values))
 
 
-def _crop(s: np.ndarray) -> np.ndarray:
+def _crop_slices(h: int, w: int) -> tuple[slice, slice]:
     """Drop the window's reach along each axis long enough to have an interior."""
-    index = tuple(
-        slice(_RADIUS, n - _RADIUS) if n >= 2 * _RADIUS + 1 else slice(None) for n in s.shape[:2]
-    )
-    return s[index]
+    return tuple(slice(_RADIUS, n - _RADIUS) if n >= 2 * _RADIUS + 1 else slice(None) for n in (h, w))
+
+
+def _crop(s: np.ndarray) -> np.ndarray:
+    return s[_crop_slices(*s.shape[:2])]
