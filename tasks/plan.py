@@ -40,6 +40,7 @@ class ShardSpec:
     files: tuple[tuple[str, int], ...]  # (path relative to source, size in bytes)
     storage: Storage = field(default_factory=Storage)
     max_pixels: int = 100_000_000
+    model_url: str | None = None  # a trained model each worker loads before encoding
 
     @property
     def params(self) -> dict:
@@ -141,6 +142,7 @@ def prepare_run(
     shard_size: int = 64,
     storage: Storage = Storage(),
     max_pixels: int = 100_000_000,
+    model_url: str | None = None,
 ) -> RunPlan:
     """List the source, resume what an earlier attempt finished, and cut the rest into shards.
 
@@ -157,12 +159,14 @@ def prepare_run(
     _drop_unfinished_reports(dest, run_id, set(done_shards), storage)
     params_json = json.dumps(params, sort_keys=True)
     specs = tuple(
-        ShardSpec(run_id, shard_id_for(chunk), source, dest, codec, params_json, tuple(chunk), storage, max_pixels)
+        ShardSpec(
+            run_id, shard_id_for(chunk), source, dest, codec, params_json, tuple(chunk), storage, max_pixels, model_url
+        )
         for chunk in plan_shards(files, done, shard_size)
     )
     manifest = {
         "run_id": run_id, "source": source, "dest": dest, "codec": codec, "params": params,
-        "shard_size": shard_size, "max_pixels": max_pixels, "storage": storage_dict(storage),
+        "shard_size": shard_size, "max_pixels": max_pixels, "storage": storage_dict(storage), "model_url": model_url,
         "versions": versions(), "started": now(), "status": "running",
         "images_listed": len(files), "images_already_done": sum(1 for f in files if f[0] in done),
         "shards_already_done": len(done_shards), "shards_planned": len(specs),

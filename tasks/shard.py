@@ -17,6 +17,7 @@ import numpy as np
 from compressors import get_codec
 from compressors.imageio import ImageError, decode_image, encode_png
 from compressors.metrics import psnr, ssim
+from tasks.models import ensure_model
 from tasks.plan import ShardSpec, artifact_url, write_marker
 from tasks.report import report_url, write_report
 from tasks.storage import Storage, join, read_bytes, write_bytes
@@ -34,6 +35,8 @@ def compress_shard(spec: ShardSpec) -> dict:
     """
     codec = get_codec(spec.codec)
     params = spec.params
+    if spec.model_url:
+        ensure_model(spec.model_url, spec.storage)
     rows = [compress_one(spec, codec, params, rel, size) for rel, size in spec.files]
     _write(report_url(spec.dest, spec.run_id, spec.shard_id), None, spec.storage, rows=rows)
     summary = summarize_rows(rows)
@@ -75,9 +78,18 @@ def compress_one(spec: ShardSpec, codec, params: dict, rel: str, size: int) -> d
 
 
 def decompress_shard(
-    source: str, dest: str, files: tuple[tuple[str, int], ...], storage: Storage = Storage()
+    source: str,
+    dest: str,
+    files: tuple[tuple[str, int], ...],
+    storage: Storage = Storage(),
+    model_url: str | None = None,
 ) -> dict:
-    """Decode artifacts back to lossless PNGs, mirroring their paths under ``dest``."""
+    """Decode artifacts back to lossless PNGs, mirroring their paths under ``dest``.
+
+    Artifacts name the model they need; ``model_url`` loads a trained one that is not shipped.
+    """
+    if model_url:
+        ensure_model(model_url, storage)
     errors: list[dict] = []
     ok = 0
     for rel, _ in files:
