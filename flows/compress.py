@@ -10,6 +10,7 @@ from compressors import get_codec
 from flows.params import CompressRequest
 from flows.runner import dask_runner
 from tasks import prefect_tasks as t
+from tasks.models import ensure_model, is_model_id
 from tasks.storage import Storage
 
 
@@ -18,11 +19,14 @@ def compress_collection(request: CompressRequest) -> dict:
     """Compress every image under ``request.source``; one Parquet report per shard."""
     logger = get_run_logger()
     codec = get_codec(request.codec)
-    params = codec.canonical_params(request.codec_params())
     storage = Storage(endpoint_url=request.endpoint_url)
+    wanted, model_url = request.codec_params(), None
+    if request.model and not is_model_id(request.model):
+        model_url, wanted["model"] = request.model, ensure_model(request.model, storage)
+    params = codec.canonical_params(wanted)
     plan = t.prepare_run(
         request.source, request.dest, codec.name, params, shard_size=request.shard_size,
-        storage=storage, max_pixels=int(request.max_megapixels * 1e6),
+        storage=storage, max_pixels=int(request.max_megapixels * 1e6), model_url=model_url,
     )
     logger.info(
         "run %s: %d images listed, %d already done, %d shards to run",

@@ -20,7 +20,9 @@ def decompress_collection(request: DecompressRequest) -> dict:
     extensions = tuple(sorted({c.extension for c in CODECS.values()}))
     files = list_files(request.source, storage, extensions=extensions, exclude=(request.dest,))
     chunks = [tuple(files[i : i + request.shard_size]) for i in range(0, len(files), request.shard_size)]
-    futures = t.decompress_shard.map(unmapped(request.source), unmapped(request.dest), chunks, unmapped(storage))
+    futures = t.decompress_shard.map(
+        unmapped(request.source), unmapped(request.dest), chunks, unmapped(storage), unmapped(request.model)
+    )
     results = [f.result() for f in as_completed(futures)]
     return {
         "images": sum(r["images"] for r in results),

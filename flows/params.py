@@ -57,6 +57,7 @@ class DecompressRequest(StorageFields):
     source: str = Field(..., description="Folder or URL of artifacts, e.g. DEST/artifacts/<run_id>")
     dest: str = Field(..., description="Folder or URL for the decoded PNG files")
     shard_size: int = Field(64, ge=1, le=10_000, description="Artifacts per shard (one Dask task each)")
+    model: str | None = Field(None, description="autoencoder: URL of the trained model its artifacts name")
 
 
 class TrainRequest(StorageFields):

@@ -6,6 +6,7 @@ existing scheduler, so a deployment moves to a bigger cluster with no code chang
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -26,3 +27,25 @@ def dask_runner(address: str | None = None, workers: int | None = None) -> DaskT
         cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
                         "dashboard_address": None, "silence_logs": logging.WARNING},
     )
+
+
+@contextlib.contextmanager
+def gpu_annotation(logger=None):
+    """Inside a flow on Dask: route the enclosed submits to GPU workers, if the cluster has any.
+
+    A task annotated with a resource no worker has waits forever, so the annotation is
+    applied only when some worker advertises ``GPU`` (``dask worker --resources GPU=1``).
+    """
+    import dask  # noqa: PLC0415
+    from prefect_dask import get_dask_client  # noqa: PLC0415
+
+    with get_dask_client() as client:
+        workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+        gpus = sum(1 for w in workers if w.get("resources", {}).get("GPU", 0) > 0)
+    if logger:
+        logger.info("cluster has %d GPU worker(s): training runs on %s", gpus, "a GPU worker" if gpus else "any worker")
+    if gpus:
+        with dask.annotate(resources={"GPU": 1}):
+            yield True
+    else:
+        yield False
