@@ -1,0 +1,151 @@
+"""Pipeline overhead: the Prefect + Dask flow against plain loops over the same shards.
+
+For N generated images (default 100, 1,000 and 10,000) it times, on the same cores:
+  - ``flow``: ``compress_collection`` on an already running LocalCluster (one
+    single-threaded worker process per core) and a running Prefect server;
+  - ``pool``: the same ``compress_shard`` calls in a ``multiprocessing.Pool`` with one
+    process per core (no Prefect, no Dask): the anchor;
+  - ``loop``: the same calls in one plain loop (one core), for N <= 1,000.
+Target: flow / pool wall time <= 1.15 at 1,000 images. Also per-image cost (should be
+flat in N) and the peak RSS of each Dask worker process.
+
+    python bench/pipeline.py [--sizes 100 1000 10000] [--codec kmeans] [--out bench/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import multiprocessing as mp
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compressors import get_codec  # noqa: E402
+from tasks.plan import prepare_run  # noqa: E402
+from tasks.shard import compress_shard  # noqa: E402
+
+
+def make_images(root: Path, n: int, size: int = 128, seed: int = 0) -> None:
+    """Natural-ish test images: smooth gradients, a few discs and noise, PNG, in folders of 500."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for i in range(n):
+        a, b, c = rng.uniform(0.2, 2.0, 3)
+        img = np.stack([xx * a, yy * b, (xx + yy) * c / 2], -1) % 256
+        for _ in range(3):
+            cy, cx, r = rng.uniform(0, size, 2).tolist() + [rng.uniform(8, size / 3)]
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+            img[mask] = rng.uniform(0, 255, 3)
+        img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+        folder = root / f"part{i // 500:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"img{i:06d}.png", compress_level=1)
+
+
+def worker_peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_flow(source, dest, codec, params, shard_size, address):
+    from flows.compress import compress_collection
+    from flows.params import CompressRequest
+    from flows.runner import dask_runner
+
+    req = CompressRequest(source=source, dest=dest, codec=codec, shard_size=shard_size, **params)
+    t0 = time.perf_counter()
+    summary = compress_collection.with_options(task_runner=dask_runner(address))(req)
+    return time.perf_counter() - t0, summary
+
+
+def time_plain(source, dest, codec, params, shard_size, pool=None):
+    """``prepare_run`` + every shard, in a warm process pool (or in this process)."""
+    canonical = get_codec(codec).canonical_params(params)
+    t0 = time.perf_counter()
+    plan = prepare_run(source, dest, codec, canonical, shard_size=shard_size)
+    if pool is not None:
+        results = pool.map(compress_shard, plan.specs, chunksize=1)
+    else:
+        results = [compress_shard(s) for s in plan.specs]
+    return time.perf_counter() - t0, sum(r["ok"] for r in results)
+
+
+def _warm(_):
+    import compressors  # noqa: F401  (the same imports a Dask worker has paid for before timing)
+    import tasks.shard  # noqa: F401
+    return os.getpid()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    p.add_argument("--codec", default="kmeans")
+    p.add_argument("--colors", type=int, default=32)
+    p.add_argument("--shard-size", type=int, default=100)
+    p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--out", default="bench/out")
+    args = p.parse_args()
+    params = {"colors": args.colors} if args.codec == "kmeans" else {}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from distributed import Client, LocalCluster
+
+    from imgpress.prefect_api import prefect_api
+
+    rows = []
+    with prefect_api(echo=print), tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.WARNING)
+        cluster_start = time.perf_counter() - t0
+        client = Client(cluster)
+        # The anchor gets the same head start as the cluster: processes started and imports paid.
+        pool = mp.get_context("spawn").Pool(args.workers)
+        pool.map(_warm, range(args.workers * 4))
+        for n in args.sizes:
+            src = Path(tmp) / f"src{n}"
+            make_images(src, n)
+            flow_s, summary = time_flow(str(src), f"{tmp}/flow{n}", args.codec, params, args.shard_size,
+                                        cluster.scheduler_address)
+            pool_s, pool_ok = time_plain(str(src), f"{tmp}/pool{n}", args.codec, params, args.shard_size, pool)
+            loop_s = time_plain(str(src), f"{tmp}/loop{n}", args.codec, params, args.shard_size)[0] \
+                if n <= 1000 else float("nan")
+            rss = max(client.run(worker_peak_rss_mb).values())
+            assert summary["ok"] == pool_ok == n, (summary, pool_ok)
+            rows.append({
+                "images": n, "codec": args.codec, "shard_size": args.shard_size, "workers": args.workers,
+                "flow_s": round(flow_s, 2), "pool_s": round(pool_s, 2), "loop_s": round(loop_s, 2),
+                "flow_over_pool": round(flow_s / pool_s, 3),
+                "flow_ms_per_image": round(flow_s / n * 1e3, 2), "pool_ms_per_image": round(pool_s / n * 1e3, 2),
+                "worker_peak_rss_mb": round(rss, 1),
+            })
+            print(rows[-1], flush=True)
+        pool.close()
+        client.close()
+        cluster.close()
+
+    keys = list(rows[0])
+    print(f"\nLocalCluster start: {cluster_start:.1f} s (not in flow_s); cores: {os.cpu_count()}")
+    print(" | ".join(keys))
+    for r in rows:
+        print(" | ".join(str(r[k]) for k in keys))
+    with open(out / "pipeline.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {out / 'pipeline.csv'}")
+
+
+if __name__ == "__main__":
+    main()
