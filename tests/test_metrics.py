@@ -57,7 +57,9 @@ def test_ssim_and_psnr_equal_scikit_image_on_degraded_sample_images(name: str, d
         reference = np.ascontiguousarray(reference[3:104, 7:84])
         test = noisy(reference, 5.0, seed=2)
     assert ssim(reference, test) == pytest.approx(reference_ssim(reference, test), abs=TOLERANCE)
-    assert psnr(reference, test) == pytest.approx(peak_signal_noise_ratio(reference, test, data_range=255), abs=1e-9)
+    assert psnr(reference, test) == pytest.approx(
+        peak_signal_noise_ratio(reference, test, data_range=255), abs=1e-9
+    )
 
 
 def test_ssim_agrees_with_scikit_image_to_a_millionth_on_a_photo() -> None:
@@ -70,7 +72,12 @@ def test_grayscale_as_hw1_equals_hw_and_scikit_image_on_2d() -> None:
     reference = skdata.camera()
     test = noisy(as_hwc(reference), 8.0, seed=4)
     expected = structural_similarity(
-        reference, test[:, :, 0], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
+        reference,
+        test[:, :, 0],
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=255,
     )
     assert ssim(as_hwc(reference), test) == pytest.approx(expected, abs=TOLERANCE)
     assert ssim(reference, test[:, :, 0]) == ssim(as_hwc(reference), test)
@@ -132,7 +139,9 @@ def test_ssim_equals_a_window_by_window_computation_from_the_paper() -> None:
     assert ssim(x, y) == pytest.approx(brute_force_ssim(x[:, :, 0], y[:, :, 0]), abs=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 20, 3), (5, 5, 1), (10, 40, 3), (11, 11, 1), (12, 7, 3), (40, 3, 1)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 3), (1, 20, 3), (5, 5, 1), (10, 40, 3), (11, 11, 1), (12, 7, 3), (40, 3, 1)]
+)
 def test_images_smaller_than_the_window_are_averaged_over_the_short_axis(shape: tuple[int, int, int]) -> None:
     rng = np.random.default_rng(6)
     x = rng.integers(0, 256, shape, dtype=np.uint8)
@@ -164,6 +173,12 @@ def test_ssim_data_range_matches_scikit_image_for_a_non_default_range() -> None:
     reference = skdata.astronaut()[:64, :64]
     test = noisy(reference, 10.0, seed=7)
     expected = structural_similarity(
-        reference, test, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=100, channel_axis=-1
+        reference,
+        test,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=100,
+        channel_axis=-1,
     )
     assert ssim(reference, test, data_range=100) == pytest.approx(expected, abs=TOLERANCE)

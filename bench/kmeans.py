@@ -1,0 +1,247 @@
+"""K-means palette codec vs pngquant vs scikit-learn KMeans, side by side on Kodak.
+
+    python bench/kmeans.py [--data ../shared/data/kodak] [--colors 16,64,256] [--out bench/out]
+
+For every image and every K, in one interleaved loop (so machine load hits every method
+alike), it runs:
+
+- ``kmeans``: this codec's ``encode`` on the decoded RGB array (includes writing the PNG);
+- ``pngquant -sN``: ``pngquant --nofs --speed N K -`` as a subprocess on the source PNG
+  file's bytes (includes its process start and reading the PNG; N = 4 and 1);
+- ``sklearn-kmeans``: scikit-learn ``KMeans(K, n_init=1, random_state=0)`` fitted on all
+  pixels (the slow reference), then the same palette-PNG writer as ours. It takes
+  seconds per image, so by default it runs on every 4th image only (``--sklearn-every``).
+
+Wall milliseconds per image, PSNR and SSIM (``compressors.metrics``) of each decoded
+output against the source, and bpp from the real bytes of each output. Writes
+``kmeans_images.csv`` (one row per image, method and K), ``kmeans_summary.csv`` and
+``kmeans.png`` into ``--out``, and prints the summary and the target check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compressors import kmeans
+from compressors.metrics import psnr, ssim
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+
+
+def run_ours(image: np.ndarray, k: int) -> tuple[bytes, float]:
+    t = time.perf_counter()
+    data = kmeans.encode(image, colors=k, seed=0)
+    return data, time.perf_counter() - t
+
+
+def run_pngquant(source: bytes, k: int, speed: int) -> tuple[bytes, float]:
+    t = time.perf_counter()
+    out = subprocess.run(
+        ["pngquant", "--nofs", "--speed", str(speed), str(k), "-"],
+        input=source,
+        capture_output=True,
+        check=True,
+    ).stdout
+    return out, time.perf_counter() - t
+
+
+def run_sklearn(image: np.ndarray, k: int) -> tuple[bytes, float]:
+    from sklearn.cluster import KMeans
+
+    t = time.perf_counter()
+    pixels = image.reshape(-1, 3).astype(np.float64)
+    model = KMeans(n_clusters=k, n_init=1, random_state=0).fit(pixels)
+    palette = np.clip(np.rint(model.cluster_centers_), 0, 255).astype(np.uint8)
+    # Each pixel to its nearest rounded centre (exact; the same step our codec ends with).
+    labels = kmeans._nearest(kmeans._augment(pixels.astype(np.float32)), palette)
+    data = kmeans.palette_png(labels.reshape(image.shape[:2]).astype(np.uint8), palette)
+    return data, time.perf_counter() - t
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of PNG images (default: Kodak)")
+    ap.add_argument("--colors", default="16,64,256", help="comma-separated palette sizes")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N images (0: all)")
+    ap.add_argument(
+        "--sklearn-every", type=int, default=4, help="run sklearn KMeans on every Nth image (0: never)"
+    )
+    args = ap.parse_args(argv)
+
+    if shutil.which("pngquant") is None:
+        ap.error("pngquant is not installed (apt-get install pngquant)")
+    files = sorted(args.data.glob("*.png"))[: args.limit or None]
+    if not files:
+        ap.error(f"no PNG images in {args.data}")
+    ks = [int(k) for k in args.colors.split(",")]
+    version = subprocess.run(
+        ["pngquant", "--version"], check=False, capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"{len(files)} images from {args.data}; K = {ks}; pngquant {version}; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start",
+        flush=True,
+    )
+
+    methods = [
+        ("kmeans", lambda img, src, k: run_ours(img, k)),
+        ("pngquant-s4", lambda img, src, k: run_pngquant(src, k, 4)),
+        ("pngquant-s1", lambda img, src, k: run_pngquant(src, k, 1)),
+    ]
+    run_ours(np.zeros((8, 8, 3), np.uint8), 2)  # imports and first-call costs out of the timings
+    rows = []
+    for i, path in enumerate(files):
+        source = path.read_bytes()
+        image = np.asarray(Image.open(io.BytesIO(source)).convert("RGB"))
+        todo = list(methods)
+        if args.sklearn_every and i % args.sklearn_every == 0:
+            todo.append(("sklearn-kmeans", lambda img, src, k: run_sklearn(img, k)))
+        for k in ks:
+            for name, fn in todo:
+                data, seconds = fn(image, source, k)
+                decoded = decode_rgb(data) if name != "kmeans" else kmeans.decode(data)
+                rows.append(
+                    {
+                        "image": path.name,
+                        "method": name,
+                        "colors": k,
+                        "ms": seconds * 1e3,
+                        "bytes": len(data),
+                        "bpp": len(data) * 8 / (image.shape[0] * image.shape[1]),
+                        "psnr": psnr(image, decoded),
+                        "ssim": ssim(image, decoded),
+                        "palette": len(np.unique(decoded.reshape(-1, decoded.shape[2]), axis=0)),
+                    }
+                )
+        print(f"  {path.name} done, load {os.getloadavg()[0]:.1f}", flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    _write_csv(args.out / "kmeans_images.csv", rows)
+    summary = summarize(rows, ks)
+    _write_csv(args.out / "kmeans_summary.csv", summary)
+    print_table(summary)
+    print_targets(rows, ks)
+    plot(summary, args.out / "kmeans.png")
+    print(
+        f"load average at end {os.getloadavg()[0]:.1f}; wrote {args.out}/kmeans_images.csv, kmeans_summary.csv, kmeans.png"
+    )
+    return 0
+
+
+def summarize(rows: list[dict], ks: list[int]) -> list[dict]:
+    out = []
+    for k in ks:
+        for method in ("kmeans", "pngquant-s4", "pngquant-s1", "sklearn-kmeans"):
+            sel = [r for r in rows if r["colors"] == k and r["method"] == method]
+            if not sel:
+                continue
+            out.append(
+                {
+                    "colors": k,
+                    "method": method,
+                    "images": len(sel),
+                    **{m: float(np.mean([r[m] for r in sel])) for m in ("ms", "psnr", "ssim", "bpp")},
+                }
+            )
+    return out
+
+
+def print_table(summary: list[dict]) -> None:
+    print()
+    print(f"{'K':>4} {'method':<15} {'images':>6} {'ms/image':>9} {'PSNR dB':>8} {'SSIM':>7} {'bpp':>6}")
+    for r in summary:
+        print(
+            f"{r['colors']:>4} {r['method']:<15} {r['images']:>6} {r['ms']:>9.1f} {r['psnr']:>8.3f} "
+            f"{r['ssim']:>7.4f} {r['bpp']:>6.3f}"
+        )
+
+
+def print_targets(rows: list[dict], ks: list[int]) -> None:
+    """Target: PSNR >= pngquant -s1's, bpp <= pngquant's, time <= half of pngquant -s4's."""
+    print(
+        "\nTarget (same images, same K): PSNR >= pngquant-s1, bpp <= pngquant-s1 and -s4, ms <= 0.5 x pngquant-s4"
+    )
+    for k in ks:
+
+        def mean(method, m, k=k):
+            return float(np.mean([r[m] for r in rows if r["colors"] == k and r["method"] == method]))
+
+        d_psnr = mean("kmeans", "psnr") - mean("pngquant-s1", "psnr")
+        bpp, bpp1, bpp4 = mean("kmeans", "bpp"), mean("pngquant-s1", "bpp"), mean("pngquant-s4", "bpp")
+        ratio = mean("kmeans", "ms") / mean("pngquant-s4", "ms")
+        ok = d_psnr >= 0 and bpp <= min(bpp1, bpp4) and ratio <= 0.5
+        print(
+            f"  K={k:<3} PSNR {d_psnr:+.3f} dB vs -s1 | bpp {bpp:.3f} vs -s1 {bpp1:.3f} / -s4 {bpp4:.3f} "
+            f"({(bpp / bpp1 - 1) * 100:+.1f}% vs -s1) | time {ratio:.2f} x -s4  -> {'MET' if ok else 'MISSED'}"
+        )
+        # The sklearn subset: ours on the same images, for an apples-to-apples quality view.
+        subset = {r["image"] for r in rows if r["colors"] == k and r["method"] == "sklearn-kmeans"}
+        if subset:
+            ours = [
+                r["psnr"]
+                for r in rows
+                if r["colors"] == k and r["method"] == "kmeans" and r["image"] in subset
+            ]
+            theirs = [r["psnr"] for r in rows if r["colors"] == k and r["method"] == "sklearn-kmeans"]
+            print(
+                f"         on the {len(subset)} sklearn images: kmeans {np.mean(ours):.3f} dB, "
+                f"sklearn KMeans (all pixels) {np.mean(theirs):.3f} dB"
+            )
+
+
+def plot(summary: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for method, marker in (
+        ("kmeans", "o"),
+        ("pngquant-s4", "s"),
+        ("pngquant-s1", "^"),
+        ("sklearn-kmeans", "x"),
+    ):
+        sel = [r for r in summary if r["method"] == method]
+        if not sel:
+            continue
+        ax1.plot([r["bpp"] for r in sel], [r["psnr"] for r in sel], marker=marker, label=method)
+        ax2.plot([r["colors"] for r in sel], [r["ms"] for r in sel], marker=marker, label=method)
+    ax1.set(xlabel="bpp", ylabel="PSNR (dB)", title="Kodak, K = 16 / 64 / 256")
+    ax2.set(xlabel="K", ylabel="ms per image", xscale="log", yscale="log", title="time")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
