@@ -24,6 +24,7 @@ import argparse
 import csv
 import io
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -41,34 +42,41 @@ from compressors.metrics import psnr, ssim
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 
 
-def run_ours(image: np.ndarray, k: int) -> tuple[bytes, float]:
-    t = time.perf_counter()
-    data = kmeans.encode(image, colors=k, seed=0)
-    return data, time.perf_counter() - t
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (pngquant)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def run_pngquant(source: bytes, k: int, speed: int) -> tuple[bytes, float]:
-    t = time.perf_counter()
-    out = subprocess.run(
+def timed(fn, *args) -> tuple[bytes, float, float]:
+    """(result, wall ms, CPU ms)."""
+    wall, cpu = time.perf_counter(), _cpu()
+    out = fn(*args)
+    return out, (time.perf_counter() - wall) * 1e3, (_cpu() - cpu) * 1e3
+
+
+def run_ours(image: np.ndarray, k: int | None, target: float | None = None) -> bytes:
+    return kmeans.encode(image, colors=k, target_psnr=target, seed=0)
+
+
+def run_pngquant(source: bytes, k: int, speed: int) -> bytes:
+    return subprocess.run(
         ["pngquant", "--nofs", "--speed", str(speed), str(k), "-"],
         input=source,
         capture_output=True,
         check=True,
     ).stdout
-    return out, time.perf_counter() - t
 
 
-def run_sklearn(image: np.ndarray, k: int) -> tuple[bytes, float]:
+def run_sklearn(image: np.ndarray, k: int) -> bytes:
     from sklearn.cluster import KMeans
 
-    t = time.perf_counter()
     pixels = image.reshape(-1, 3).astype(np.float64)
     model = KMeans(n_clusters=k, n_init=1, random_state=0).fit(pixels)
     palette = np.clip(np.rint(model.cluster_centers_), 0, 255).astype(np.uint8)
     # Each pixel to its nearest rounded centre (exact; the same step our codec ends with).
     labels = kmeans._nearest(kmeans._augment(pixels.astype(np.float32)), palette)
-    data = kmeans.palette_png(labels.reshape(image.shape[:2]).astype(np.uint8), palette)
-    return data, time.perf_counter() - t
+    return kmeans.palette_png(labels.reshape(image.shape[:2]).astype(np.uint8), palette)
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
@@ -82,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--colors", default="16,64,256", help="comma-separated palette sizes")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images (0: all)")
+    ap.add_argument(
+        "--target-psnr", default="35,40", help="also run target_psnr searches (dB, comma-separated)"
+    )
     ap.add_argument(
         "--sklearn-every", type=int, default=4, help="run sklearn KMeans on every Nth image (0: never)"
     )
@@ -107,8 +118,27 @@ def main(argv: list[str] | None = None) -> int:
         ("pngquant-s4", lambda img, src, k: run_pngquant(src, k, 4)),
         ("pngquant-s1", lambda img, src, k: run_pngquant(src, k, 1)),
     ]
+    targets = [float(t) for t in args.target_psnr.split(",") if t]
     run_ours(np.zeros((8, 8, 3), np.uint8), 2)  # imports and first-call costs out of the timings
     rows = []
+
+    def record(name: str, k: int, image: np.ndarray, data: bytes, wall: float, cpu: float) -> None:
+        decoded = kmeans.decode(data) if name.startswith("kmeans") else decode_rgb(data)
+        rows.append(
+            {
+                "image": path.name,
+                "method": name,
+                "colors": k,
+                "ms": wall,
+                "cpu_ms": cpu,
+                "bytes": len(data),
+                "bpp": len(data) * 8 / (image.shape[0] * image.shape[1]),
+                "psnr": psnr(image, decoded),
+                "ssim": ssim(image, decoded),
+                "palette": len(np.unique(decoded.reshape(-1, decoded.shape[2]), axis=0)),
+            }
+        )
+
     for i, path in enumerate(files):
         source = path.read_bytes()
         image = np.asarray(Image.open(io.BytesIO(source)).convert("RGB"))
@@ -117,21 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             todo.append(("sklearn-kmeans", lambda img, src, k: run_sklearn(img, k)))
         for k in ks:
             for name, fn in todo:
-                data, seconds = fn(image, source, k)
-                decoded = decode_rgb(data) if name != "kmeans" else kmeans.decode(data)
-                rows.append(
-                    {
-                        "image": path.name,
-                        "method": name,
-                        "colors": k,
-                        "ms": seconds * 1e3,
-                        "bytes": len(data),
-                        "bpp": len(data) * 8 / (image.shape[0] * image.shape[1]),
-                        "psnr": psnr(image, decoded),
-                        "ssim": ssim(image, decoded),
-                        "palette": len(np.unique(decoded.reshape(-1, decoded.shape[2]), axis=0)),
-                    }
-                )
+                record(name, k, image, *timed(fn, image, source, k))
+        for target in targets:
+            data, wall, cpu = timed(run_ours, image, None, target)
+            record(f"kmeans@{target:g}dB", 0, image, data, wall, cpu)
+            rows[-1]["colors"] = rows[-1]["palette"]
         print(f"  {path.name} done, load {os.getloadavg()[0]:.1f}", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -148,37 +168,41 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarize(rows: list[dict], ks: list[int]) -> list[dict]:
+    def mean_row(sel: list[dict], colors, method: str) -> dict:
+        metrics = ("ms", "cpu_ms", "psnr", "ssim", "bpp")
+        return {"colors": colors, "method": method, "images": len(sel)} | {
+            m: float(np.mean([r[m] for r in sel])) for m in metrics
+        }
+
     out = []
     for k in ks:
         for method in ("kmeans", "pngquant-s4", "pngquant-s1", "sklearn-kmeans"):
             sel = [r for r in rows if r["colors"] == k and r["method"] == method]
-            if not sel:
-                continue
-            out.append(
-                {
-                    "colors": k,
-                    "method": method,
-                    "images": len(sel),
-                    **{m: float(np.mean([r[m] for r in sel])) for m in ("ms", "psnr", "ssim", "bpp")},
-                }
-            )
+            if sel:
+                out.append(mean_row(sel, k, method))
+    for method in sorted({r["method"] for r in rows if "@" in r["method"]}):
+        sel = [r for r in rows if r["method"] == method]
+        out.append(mean_row(sel, f"{np.mean([r['colors'] for r in sel]):.0f}", method))
     return out
 
 
 def print_table(summary: list[dict]) -> None:
     print()
-    print(f"{'K':>4} {'method':<15} {'images':>6} {'ms/image':>9} {'PSNR dB':>8} {'SSIM':>7} {'bpp':>6}")
+    print(
+        f"{'K':>4} {'method':<15} {'images':>6} {'ms/image':>9} {'CPU ms':>8} {'PSNR dB':>8} {'SSIM':>7} {'bpp':>6}"
+    )
     for r in summary:
         print(
-            f"{r['colors']:>4} {r['method']:<15} {r['images']:>6} {r['ms']:>9.1f} {r['psnr']:>8.3f} "
-            f"{r['ssim']:>7.4f} {r['bpp']:>6.3f}"
+            f"{r['colors']:>4} {r['method']:<15} {r['images']:>6} {r['ms']:>9.1f} {r['cpu_ms']:>8.1f} "
+            f"{r['psnr']:>8.3f} {r['ssim']:>7.4f} {r['bpp']:>6.3f}"
         )
+    print("(kmeans@T rows: target_psnr=T, K = the mean palette size the search chose)")
 
 
 def print_targets(rows: list[dict], ks: list[int]) -> None:
     """Target: PSNR >= pngquant -s1's, bpp <= pngquant's, time <= half of pngquant -s4's."""
     print(
-        "\nTarget (same images, same K): PSNR >= pngquant-s1, bpp <= pngquant-s1 and -s4, ms <= 0.5 x pngquant-s4"
+        "\nTarget (same images, same K): PSNR >= pngquant-s1, bpp <= pngquant-s1 and -s4, time <= 0.5 x -s4"
     )
     for k in ks:
 
@@ -188,10 +212,12 @@ def print_targets(rows: list[dict], ks: list[int]) -> None:
         d_psnr = mean("kmeans", "psnr") - mean("pngquant-s1", "psnr")
         bpp, bpp1, bpp4 = mean("kmeans", "bpp"), mean("pngquant-s1", "bpp"), mean("pngquant-s4", "bpp")
         ratio = mean("kmeans", "ms") / mean("pngquant-s4", "ms")
+        cpu_ratio = mean("kmeans", "cpu_ms") / mean("pngquant-s4", "cpu_ms")
         ok = d_psnr >= 0 and bpp <= min(bpp1, bpp4) and ratio <= 0.5
         print(
             f"  K={k:<3} PSNR {d_psnr:+.3f} dB vs -s1 | bpp {bpp:.3f} vs -s1 {bpp1:.3f} / -s4 {bpp4:.3f} "
-            f"({(bpp / bpp1 - 1) * 100:+.1f}% vs -s1) | time {ratio:.2f} x -s4  -> {'MET' if ok else 'MISSED'}"
+            f"({(bpp / bpp1 - 1) * 100:+.1f}% vs -s1) | wall {ratio:.2f} x -s4 (CPU {cpu_ratio:.2f} x)"
+            f"  -> {'MET' if ok else 'MISSED'}"
         )
         # The sklearn subset: ours on the same images, for an apples-to-apples quality view.
         subset = {r["image"] for r in rows if r["colors"] == k and r["method"] == "sklearn-kmeans"}
