@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from compressors import get_codec
 from flows.params import CompressRequest
 from flows.runner import dask_runner
+from tasks import html_report
 from tasks import prefect_tasks as t
 from tasks.models import ensure_model, is_model_id
 from tasks.storage import Storage
+
+
+# The run's summary for people (markdown on the run page, HTML next to the manifest).
+write_run_report = task(html_report.publish_run_views, name="write_run_report", cache_policy=NO_CACHE)
 
 
 @flow(name="compress-collection", task_runner=dask_runner(), log_prints=True)
@@ -37,6 +43,11 @@ def compress_collection(request: CompressRequest) -> dict:
     create_table_artifact(
         key=f"compress-{plan.run_id}", table=[summary],
         description=f"imgpress {codec.name} run {plan.run_id}: {request.source} -> {request.dest}",
+    )
+    markdown, html_url = write_run_report(request.dest, plan.run_id, storage, summary)
+    create_markdown_artifact(
+        key=f"compress-{plan.run_id}-summary", markdown=markdown,
+        description=f"HTML report: {html_url}" if html_url else "imgpress run summary",
     )
     if request.fail_on_error and summary["errors"]:
         raise RuntimeError(f"{summary['errors']} images failed; see the report under {request.dest}/reports")

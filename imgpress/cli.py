@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from typing import Optional
 
@@ -103,29 +104,217 @@ def decompress(
 
 @app.command()
 def report(
-    dest: str = typer.Argument(..., help="The DEST of earlier compress runs"),
-    endpoint_url: Optional[str] = typer.Option(None),
-    json_out: bool = typer.Option(False, "--json", help="Machine-readable output"),
+    dest: str = typer.Argument(..., help="The DEST of earlier compress runs (folder or URL)"),
+    run: Optional[list[str]] = typer.Option(None, "--run", help="Only this run id (repeatable)"),
+    worst: int = typer.Option(0, "--worst", min=0, help="Also list the N images with the lowest PSNR"),
+    errors: bool = typer.Option(False, "--errors", help="Also list every error row with its message"),
+    compare: Optional[str] = typer.Option(
+        None, "--compare", metavar="BASELINE_RUN",
+        help="Compare every other run (or the --run ones) with this run on the images both coded",
+    ),
+    html: Optional[str] = typer.Option(
+        None, "--html", metavar="PATH",
+        help="Also write a self-contained HTML report (R-D plot, histograms, worst images) to PATH or URL",
+    ),
+    endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL"),
+    json_out: bool = typer.Option(
+        False, "--json",
+        help="Machine-readable: the list of runs; asked more, {runs, worst, errors, compare, html}",
+    ),
 ) -> None:
-    """Per-run, per-codec summary from the Parquet reports under DEST."""
-    from tasks.report import read_reports, summarize
+    """Per-run, per-codec statistics (mean, p50/p90/p99 of bpp, PSNR, SSIM, ms) of the reports under DEST."""
     from tasks.storage import Storage
 
-    rows = summarize(read_reports(dest, Storage(endpoint_url=endpoint_url)))
+    storage = Storage(endpoint_url=endpoint_url)
+    try:
+        answer = _report_answers(dest, storage, run_ids=run or None, worst=worst, errors=errors,
+                                 compare=compare, html=html)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     if json_out:
-        typer.echo(json.dumps(rows, indent=2, default=str))
+        # Only statistics asked: the list of runs, as it always was. More asked: an object
+        # with "runs" and one key per answer ("worst", "errors", "compare", "html").
+        typer.echo(_json(answer if len(answer) > 2 else answer["runs"]))
         return
-    if not rows:
-        console.print(f"no finished reports under {dest}")
+    if not answer["runs"]:
+        console.print(f"no finished reports under {dest}" + (f" for run(s) {', '.join(run)}" if run else ""))
         raise typer.Exit(1)
+    _print_report(dest, answer)
+
+
+def _report_answers(dest, storage, *, run_ids=None, worst=0, errors=False, compare=None, html=None) -> dict:
+    from tasks import query as q
+
+    if compare and run_ids and compare not in run_ids:
+        run_ids = [*run_ids, compare]
+    with q.open_reports(dest, storage, run_ids=run_ids, materialize=True) as reports:
+        answer = {"dest": dest, "runs": q.codec_stats(reports)}
+        if worst:
+            answer["worst"] = q.worst_images(reports, worst)
+        if errors:
+            answer["errors"] = q.error_rows(reports)
+        if compare:
+            others = [r for r in run_ids if r != compare] if run_ids else None
+            answer["compare"] = q.compare_runs(reports, compare, others)
+    if html:
+        from tasks.html_report import write_html_report
+
+        answer["html"] = write_html_report(dest, html, storage, run_ids=run_ids, worst=worst or 6)
+    return answer
+
+
+def _print_report(dest: str, answer: dict) -> None:
+    from tasks.query import METRICS
+
+    out = _stdout()
     table = Table(title=f"imgpress report: {dest}")
-    cols = ["codec", "run_id", "images", "ok", "errors", "mean_bpp", "median_bpp", "mean_psnr", "median_psnr",
-            "mean_ssim", "mean_encode_ms", "mean_decode_ms"]
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("codec", "run_id") else "right")
+    for c in ("codec", "params", "run_id", "images", "ok", "errors", "metric", "mean", "p50", "p90", "p99"):
+        table.add_column(c, justify="left" if c in ("codec", "params", "run_id", "metric") else "right")
+    for r in answer["runs"]:
+        for i, m in enumerate(METRICS):
+            head = [r["codec"], _params_text(r["params"]), r["run_id"], str(r["images"]), str(r["ok"]),
+                    str(r["errors"])] if i == 0 else [""] * 6
+            table.add_row(*head, m, *(_fmt(r[f"{k}_{m}"]) for k in ("mean", "p50", "p90", "p99")),
+                          end_section=i == len(METRICS) - 1)
+    out.print(table)
+    if "worst" in answer:
+        _print_rows(out, f"worst {len(answer['worst'])} images by PSNR", answer["worst"],
+                    ("source", "codec", "params", "run_id", "bpp", "psnr", "ssim"))
+    if "errors" in answer:
+        _print_rows(out, f"{len(answer['errors'])} errors", answer["errors"],
+                    ("source", "codec", "run_id", "error"))
+    if "compare" in answer:
+        table = Table(title="runs against the baseline, on the images both coded")
+        for c in ("run_id", "codec", "params", "common images", "bpp", "PSNR dB", "SSIM", "lower PSNR"):
+            table.add_column(c, overflow="fold")
+        for r in answer["compare"]:
+            change = f" ({r['bpp_change']:+.0%})" if r["bpp_change"] is not None else ""
+            table.add_row(
+                r["run_id"], r["codec"] or "-", _params_text(r["params"]), str(r["common_images"]),
+                f"{_fmt(r['baseline_bpp'])} -> {_fmt(r['bpp'])}{change}",
+                f"{_fmt(r['baseline_psnr'])} -> {_fmt(r['psnr'])} ({_signed(r['psnr_delta'])})",
+                f"{_fmt(r['baseline_ssim'])} -> {_fmt(r['ssim'])} ({_signed(r['ssim_delta'])})",
+                str(r["images_with_lower_psnr"]),
+            )
+        out.print(f"baseline: {answer['compare'][0]['baseline']}" if answer["compare"]
+                  else "nothing to compare")
+        out.print(table)
+    if "html" in answer:
+        console.print(f"HTML report: {answer['html']}")
+
+
+def _print_rows(out: Console, title: str, rows: list[dict], columns: tuple[str, ...]) -> None:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, overflow="fold")
     for r in rows:
-        table.add_row(*(_fmt(r[c]) for c in cols))
-    Console().print(table)
+        table.add_row(*(_params_text(r[c]) if c == "params" else _fmt(r.get(c)) for c in columns))
+    out.print(table)
+
+
+@app.command()
+def query(
+    dest: str = typer.Argument(..., help="The DEST of earlier compress runs (folder or URL)"),
+    sql: str = typer.Argument(
+        ...,
+        help="DuckDB SQL over the table `reports`, e.g. \"SELECT codec, avg(psnr) FROM reports GROUP BY 1\"",
+    ),
+    run: Optional[list[str]] = typer.Option(
+        None, "--run", help="Only list and read this run's reports (repeatable)"
+    ),
+    endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL"),
+    json_out: bool = typer.Option(False, "--json", help="Rows as a JSON list of objects"),
+) -> None:
+    """Run SQL (DuckDB) over every finished report under DEST, exposed as the table `reports`.
+
+    Filters on run_id (=, IN) skip the other runs' files unread; --run skips even listing them.
+    """
+    import duckdb
+
+    from tasks.query import open_reports
+    from tasks.storage import Storage
+
+    try:
+        with open_reports(dest, Storage(endpoint_url=endpoint_url), run_ids=run or None) as reports:
+            result = reports.sql(sql)
+    except duckdb.Error as exc:
+        console.print(f"[red]query failed:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if json_out:
+        typer.echo(_json(result.records()))
+        return
+    table = Table(show_lines=False)
+    for c in result.columns:
+        table.add_column(c, overflow="fold")
+    for row in result.records():
+        table.add_row(*(_fmt(row[c]) for c in result.columns))
+    _stdout().print(table)
+    console.print(f"{len(result.rows)} row(s)")
+
+
+@app.command()
+def serve(
+    names: Optional[list[str]] = typer.Argument(
+        None,
+        help="Deployments to serve (name, flow/name or flow name); default: all of deployments/prefect.yaml",
+    ),
+    limit: Optional[int] = typer.Option(None, min=1, help="Most flow runs at once in this process"),
+) -> None:
+    """Serve the deployments of deployments/prefect.yaml from this process: schedules run and the
+    UI can start runs, with no work pool and no worker. Needs PREFECT_API_URL (see `imgpress server`)."""
+    from prefect import serve as prefect_serve
+    from prefect.settings import PREFECT_API_URL
+
+    from deployments import runner_deployments
+
+    if not PREFECT_API_URL.value():
+        console.print("[red]PREFECT_API_URL is not set.[/red] Start a server (`imgpress server`) and export "
+                      "the PREFECT_API_URL it prints, so the UI sees what this process serves.")
+        raise typer.Exit(2)
+    try:
+        deployments = runner_deployments(names or (), warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    prefect_serve(*deployments, limit=limit)
+
+
+@app.command()
+def server(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (loopback: only this machine)"),
+    port: int = typer.Option(4200, help="Port of the API and the UI"),
+) -> None:
+    """Start a Prefect server and UI (analytics off); prints the PREFECT_API_URL to export."""
+    import signal
+    import sys
+
+    from imgpress.prefect_api import healthy, start_server, stop_server
+
+    api_url = f"http://{host}:{port}/api"
+    if healthy(api_url):
+        console.print(f"a Prefect server already answers at {api_url}\n  export PREFECT_API_URL={api_url}")
+        raise typer.Exit(1)
+    try:
+        log = sys.stderr if sys.stderr.fileno() >= 0 else None
+    except (AttributeError, OSError, ValueError):
+        log = None
+    console.print(f"starting prefect server on {host}:{port} (analytics off) ...")
+    try:
+        proc, api_url = start_server(port, host=host, log=log)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red] (is port {port} taken? try --port)")
+        raise typer.Exit(1) from None
+    typer.echo(f"Prefect UI: http://{host}:{port}\nexport PREFECT_API_URL={api_url}")
+    sys.stdout.flush()
+    # The server runs in its own session (Ctrl-C reaches us, not it): stop it on TERM too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_server(proc)
 
 
 @app.command()
@@ -173,7 +362,9 @@ def demo(
     for codec, params in (("kmeans", {"colors": 64}), ("jpeg", {"quality": 75})):
         request = CompressRequest(source=source, dest=results, codec=codec, shard_size=4, **params)
         run_compress(request, workers=workers)
-    report(results, endpoint_url=None, json_out=False)
+    from tasks.storage import Storage
+
+    _print_report(results, _report_answers(results, Storage(), errors=True))
 
 
 def _validated(request_model, /, **fields):
@@ -201,9 +392,44 @@ def _print_summary(summary: dict, as_json: bool) -> None:
 
 
 def _fmt(v) -> str:
+    if isinstance(v, float) and not math.isfinite(v):
+        return "-" if math.isnan(v) else str(v)
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
     return "-" if v is None else str(v)
+
+
+def _stdout() -> Console:
+    """Tables on stdout; piped into a file or a pager they keep a readable width."""
+    out = Console()
+    return out if out.is_terminal else Console(width=160)
+
+
+def _signed(v) -> str:
+    return "-" if v is None else f"{v:+.4f}" if abs(v) < 10 else f"{v:+.2f}"
+
+
+def _params_text(params_json) -> str:
+    try:
+        params = json.loads(params_json or "{}")
+    except (TypeError, ValueError):
+        return str(params_json)
+    return " ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
+
+
+def _json(obj) -> str:
+    """Strict JSON for machines: NaN becomes null, infinite PSNR (lossless) the string "inf"."""
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), indent=2, default=str, allow_nan=False)
 
 
 class _ShardProgress:

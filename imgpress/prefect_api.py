@@ -36,6 +36,8 @@ def start_server(port: int | None = None, *, host: str = "127.0.0.1", env: dict 
     server_env = {**os.environ, **(env or {}), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                   "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true")}
     server_env.pop("PREFECT_API_URL", None)
+    # The UI calls the API from the browser; without this it assumes port 4200.
+    server_env.setdefault("PREFECT_UI_API_URL", api_url)
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
         env=server_env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,

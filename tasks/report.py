@@ -69,29 +69,48 @@ def read_reports(dest: str, storage: Storage = Storage(), *, run_ids: Iterable[s
     Only report files whose shard marker exists count: a file without one belongs to an
     attempt that did not finish and will be rewritten when the run resumes.
     """
+    tables = [
+        pq.read_table(io.BytesIO(read_bytes(url, storage)), schema=REPORT_SCHEMA)
+        for _, url in finished_reports(dest, storage, run_ids=run_ids)
+    ]
+    if not tables:
+        return REPORT_SCHEMA.empty_table()
+    return pa.concat_tables(tables)
+
+
+def finished_reports(
+    dest: str, storage: Storage = Storage(), *, run_ids: Iterable[str] | None = None
+) -> list[tuple[str, str]]:
+    """``(run_id, url)`` of every report file whose shard marker exists, sorted.
+
+    With ``run_ids`` only those runs' partitions are listed, so the others cost nothing.
+    """
     from tasks.plan import finished_shards  # noqa: PLC0415  (plan imports this module)
 
-    wanted = set(run_ids) if run_ids is not None else None
-    tables = []
     root = join(dest, "reports")
-    try:
-        files = list_files(root, storage, extensions=(".parquet",))
-    except FileNotFoundError:
+    if run_ids is None:
+        try:
+            files = list_files(root, storage, extensions=(".parquet",))
+        except FileNotFoundError:
+            files = []
+    else:
         files = []
+        for run_id in sorted(set(run_ids)):
+            try:
+                part = list_files(join(root, f"run_id={run_id}"), storage, extensions=(".parquet",))
+            except FileNotFoundError:
+                continue
+            files += [(f"run_id={run_id}/{rel}", size) for rel, size in part]
+    out = []
     done_by_run: dict[str, set[str]] = {}
     for rel, _ in files:
         part, _, name = rel.partition("/")
         run_id = part.removeprefix("run_id=")
-        if wanted is not None and run_id not in wanted:
-            continue
         if run_id not in done_by_run:
             done_by_run[run_id] = set(finished_shards(dest, run_id, storage))
-        if name.removesuffix(".parquet") not in done_by_run[run_id]:
-            continue
-        tables.append(pq.read_table(io.BytesIO(read_bytes(join(root, rel), storage)), schema=REPORT_SCHEMA))
-    if not tables:
-        return REPORT_SCHEMA.empty_table()
-    return pa.concat_tables(tables)
+        if name.removesuffix(".parquet") in done_by_run[run_id]:
+            out.append((run_id, join(root, rel)))
+    return out
 
 
 def summarize(table: pa.Table) -> list[dict]:

@@ -1,0 +1,191 @@
+"""Questions people ask of the reports, answered by DuckDB over the Parquet dataset.
+
+The dataset is read through pyarrow and fsspec (local folders, ``s3://`` ...), never
+through DuckDB's own filesystems: its httpfs extension would have to be downloaded.
+The table is always named ``reports`` and has :data:`tasks.report.REPORT_SCHEMA`.
+
+Run pruning: every report file sits under ``reports/run_id=<id>/`` and becomes a
+fragment that carries ``run_id == '<id>'`` as its partition expression. DuckDB pushes
+``WHERE run_id = ...`` / ``run_id IN (...)`` into the pyarrow scan, which then skips the
+other runs' files without opening them; ``run_ids=`` skips even listing them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+from tasks.report import REPORT_SCHEMA, finished_reports
+from tasks.storage import Storage
+
+TABLE = "reports"
+METRICS = ("bpp", "psnr", "ssim", "encode_ms", "decode_ms")
+PERCENTILES = (0.5, 0.9, 0.99)
+
+
+def report_dataset(
+    dest: str, storage: Storage = Storage(), *, run_ids: Iterable[str] | None = None
+) -> ds.Dataset:
+    """The finished report files under ``dest`` as one lazy pyarrow dataset (nothing read yet)."""
+    found = finished_reports(dest, storage, run_ids=run_ids)
+    fs, _ = storage.fs(dest)
+    return ds.FileSystemDataset.from_paths(
+        [storage.fs(url)[1] for _, url in found],
+        schema=REPORT_SCHEMA,
+        format=ds.ParquetFileFormat(),
+        filesystem=PyFileSystem(FSSpecHandler(fs)),
+        partitions=[ds.field("run_id") == run_id for run_id, _ in found],
+    )
+
+
+@dataclass
+class Reports:
+    """A DuckDB connection with the reports registered as the table ``reports``."""
+
+    con: duckdb.DuckDBPyConnection
+    source: ds.Dataset | pa.Table  # kept alive as long as the connection scans it
+
+    def sql(self, sql: str, params: Sequence | None = None) -> "Result":
+        cur = self.con.execute(sql, params or [])
+        columns = [d[0] for d in cur.description] if cur.description else []
+        return Result(columns, cur.fetchall())
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Reports":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class Result:
+    columns: list[str]
+    rows: list[tuple]
+
+    def records(self) -> list[dict]:
+        return [dict(zip(self.columns, map(plain, row))) for row in self.rows]
+
+
+def open_reports(
+    dest: str,
+    storage: Storage = Storage(),
+    *,
+    run_ids: Iterable[str] | None = None,
+    materialize: bool = False,
+) -> Reports:
+    """Register the reports under ``dest`` as ``reports``.
+
+    ``materialize=True`` reads them once into memory (for several questions in a row);
+    the default scans lazily so one query reads only what its filters keep.
+    """
+    dataset = report_dataset(dest, storage, run_ids=run_ids)
+    source = dataset.to_table() if materialize else dataset
+    con = duckdb.connect()
+    con.register(TABLE, source)
+    return Reports(con, source)
+
+
+def codec_stats(reports: Reports) -> list[dict]:
+    """Per run and codec: counts, then mean and p50/p90/p99 of every metric over ok rows.
+
+    PSNR statistics skip lossless images (PSNR = inf); ``lossless`` counts them.
+    """
+    aggregates = []
+    for m in METRICS:
+        keep = f"status = 'ok' AND isfinite({m})"
+        qs = ", ".join(str(p) for p in PERCENTILES)
+        aggregates.append(f"avg({m}) FILTER (WHERE {keep}) AS mean_{m}")
+        aggregates.append(f"quantile_cont({m}, [{qs}]) FILTER (WHERE {keep}) AS q_{m}")
+    sql = f"""
+        SELECT run_id, codec, any_value(params) AS params, count(*) AS images,
+               count(*) FILTER (WHERE status = 'ok') AS ok,
+               count(*) FILTER (WHERE status <> 'ok') AS errors,
+               count(*) FILTER (WHERE status = 'ok' AND psnr = 'inf'::DOUBLE) AS lossless,
+               sum(source_bytes) AS source_bytes,
+               sum(artifact_bytes) FILTER (WHERE status = 'ok') AS artifact_bytes,
+               {", ".join(aggregates)}
+        FROM {TABLE} GROUP BY run_id, codec ORDER BY codec, mean_bpp NULLS LAST, run_id
+    """
+    out = []
+    for rec in reports.sql(sql).records():
+        for m in METRICS:
+            qs = rec.pop(f"q_{m}") or [None] * len(PERCENTILES)
+            for p, v in zip(PERCENTILES, qs):
+                rec[f"p{round(p * 100)}_{m}"] = plain(v)
+        out.append(rec)
+    return out
+
+
+def worst_images(reports: Reports, n: int = 10, *, by: str = "psnr") -> list[dict]:
+    """The ``n`` ok images with the lowest ``by`` (psnr or ssim), worst first."""
+    if by not in ("psnr", "ssim"):
+        raise ValueError(f"worst images are ranked by psnr or ssim, not {by!r}")
+    sql = f"""
+        SELECT run_id, codec, params, source, artifact, width, height, bpp, psnr, ssim, encode_ms
+        FROM {TABLE} WHERE status = 'ok' ORDER BY {by} ASC, source, run_id LIMIT ?
+    """
+    return reports.sql(sql, [n]).records()
+
+
+def error_rows(reports: Reports, limit: int | None = None) -> list[dict]:
+    """Every error row with its message, grouped messages first by how often they occur."""
+    sql = f"""
+        SELECT run_id, codec, source, error, count(*) OVER (PARTITION BY error) AS same_message
+        FROM {TABLE} WHERE status <> 'ok' ORDER BY same_message DESC, error, run_id, source
+    """
+    rows = reports.sql(sql + (" LIMIT ?" if limit else ""), [limit] if limit else None).records()
+    return rows
+
+
+def compare_runs(reports: Reports, baseline: str, others: Iterable[str] | None = None) -> list[dict]:
+    """Each other run against ``baseline`` on the images both coded successfully.
+
+    Means are over those common images only, so a run that skipped or failed hard images
+    does not look better for it. ``bpp_change`` is relative (-0.25 = 25 % fewer bits).
+    """
+    runs = [r[0] for r in reports.sql(f"SELECT DISTINCT run_id FROM {TABLE} ORDER BY run_id").rows]
+    if baseline not in runs:
+        raise ValueError(f"run {baseline!r} is not in these reports; runs: {', '.join(runs) or 'none'}")
+    wanted = [r for r in (others if others is not None else runs) if r != baseline]
+    missing = sorted(set(wanted) - set(runs))
+    if missing:
+        raise ValueError(f"run(s) {', '.join(missing)} not in these reports; runs: {', '.join(runs)}")
+    sql = f"""
+        WITH b AS (SELECT * FROM {TABLE} WHERE run_id = ? AND status = 'ok'),
+             o AS (SELECT * FROM {TABLE} WHERE run_id = ? AND status = 'ok')
+        SELECT any_value(o.run_id) AS run_id, any_value(o.codec) AS codec, any_value(o.params) AS params,
+               count(*) AS common_images,
+               avg(b.bpp) AS baseline_bpp, avg(o.bpp) AS bpp,
+               avg(o.bpp) / avg(b.bpp) - 1 AS bpp_change,
+               avg(b.psnr) FILTER (WHERE isfinite(b.psnr) AND isfinite(o.psnr)) AS baseline_psnr,
+               avg(o.psnr) FILTER (WHERE isfinite(b.psnr) AND isfinite(o.psnr)) AS psnr,
+               avg(o.psnr - b.psnr) FILTER (WHERE isfinite(b.psnr) AND isfinite(o.psnr)) AS psnr_delta,
+               avg(b.ssim) AS baseline_ssim, avg(o.ssim) AS ssim, avg(o.ssim - b.ssim) AS ssim_delta,
+               count(*) FILTER (WHERE o.psnr < b.psnr) AS images_with_lower_psnr,
+               avg(o.encode_ms) / avg(b.encode_ms) AS encode_time_ratio
+        FROM b JOIN o USING (source)
+    """
+    out = []
+    for run in wanted:
+        rec = reports.sql(sql, [baseline, run]).records()[0]
+        rec.update(baseline=baseline, run_id=run)
+        out.append(rec)
+    return out
+
+
+def plain(value):
+    """DuckDB values as JSON-friendly Python: NaN -> None (inf stays, callers decide)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
