@@ -112,7 +112,7 @@ class _Histogram:
         else:
             padded = np.zeros((h * w, 4), dtype=np.uint8)
             padded[:, :3] = pixels
-            codes = padded.view(np.uint32).ravel()  # one 32-bit code per RGB colour
+            codes = padded.view("<u4").ravel()  # r | g << 8 | b << 16, on any byte order
         ordered = np.sort(codes)  # integer sort: ~1 ms for 0.4 Mpx
         starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
         self.codes = codes
@@ -253,7 +253,7 @@ def _full_fit(hist: _Histogram, k: int, seed: int, quick: _Fit | None = None) ->
 
 def _fit_to_target(hist: _Histogram, target: float, k_max: int, seed: int) -> _Fit:
     """The smallest K <= k_max whose fit reaches ``target`` dB (bisection on quick fits)."""
-    k_max = min(k_max, hist.size) if hist.size > 1 else 1
+    k_max = min(k_max, hist.size)
     quick: dict[int, _Fit] = {}
 
     def reaches(k: int) -> bool:

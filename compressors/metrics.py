@@ -51,10 +51,11 @@ def psnr(reference: np.ndarray, test: np.ndarray, *, data_range: float = 255.0) 
     if data_range <= 0:
         raise ValueError(f"data_range must be positive, got {data_range}")
     if ref.dtype == np.uint8 and tst.dtype == np.uint8:
-        # Exact: integer differences, and every partial sum of their squares is an
-        # integer below 2**53, so the float64 dot product has no rounding.
-        diff = np.subtract(ref, tst, dtype=np.int16).ravel().astype(np.float64)
-        mse = float(np.dot(diff, diff)) / diff.size
+        # Exact integer arithmetic: an int32 dot product of 2**15 squared differences
+        # stays below 2**15 * 255**2 < 2**31; the chunk sums add up in Python ints.
+        diff = np.subtract(ref, tst, dtype=np.int16).ravel().astype(np.int32)
+        total = sum(int(np.dot(chunk, chunk)) for chunk in np.split(diff, range(1 << 15, diff.size, 1 << 15)))
+        mse = total / diff.size
     else:
         diff = ref.astype(np.float64) - tst.astype(np.float64)
         mse = float(np.mean(diff * diff))
