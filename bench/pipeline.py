@@ -107,7 +107,7 @@ def main() -> None:
     with prefect_api(echo=print), tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.WARNING)
+                               dashboard_address=":0", silence_logs=logging.WARNING)
         cluster_start = time.perf_counter() - t0
         client = Client(cluster)
         # The anchor gets the same head start as the cluster: processes started and imports paid.

@@ -28,8 +28,8 @@ class CompressRequest(StorageFields):
 
     model_config = ConfigDict(use_enum_values=True)
 
-    source: str = Field(..., description="Folder or fsspec URL of the images (read recursively), e.g. s3://bucket/photos")
-    dest: str = Field(..., description="Folder or fsspec URL for artifacts/, reports/ and runs/")
+    source: str = Field(..., min_length=1, description="Folder or fsspec URL of the images (read recursively), e.g. s3://bucket/photos")
+    dest: str = Field(..., min_length=1, description="Folder or fsspec URL for artifacts/, reports/ and runs/")
     codec: CodecName = Field("kmeans", description="Which codec compresses the images")
     quality: int | None = Field(
         None, ge=1, le=100, description="jpeg/webp/avif/jpeg2000: 1..100; autoencoder: its quality level"
@@ -54,8 +54,8 @@ class CompressRequest(StorageFields):
 class DecompressRequest(StorageFields):
     """Decode every artifact under `source` back to lossless PNG files under `dest`."""
 
-    source: str = Field(..., description="Folder or URL of artifacts, e.g. DEST/artifacts/<run_id>")
-    dest: str = Field(..., description="Folder or URL for the decoded PNG files")
+    source: str = Field(..., min_length=1, description="Folder or URL of artifacts, e.g. DEST/artifacts/<run_id>")
+    dest: str = Field(..., min_length=1, description="Folder or URL for the decoded PNG files")
     shard_size: int = Field(64, ge=1, le=10_000, description="Artifacts per shard (one Dask task each)")
     model: str | None = Field(None, description="autoencoder: URL of the trained model its artifacts name")
 
@@ -63,8 +63,8 @@ class DecompressRequest(StorageFields):
 class TrainRequest(StorageFields):
     """Train (or fine-tune) the autoencoder codec on a collection; write safetensors + JSON."""
 
-    source: str = Field(..., description="Folder or URL of training images (never the test set)")
-    model_dest: str = Field(..., description="Folder or URL where the model files are written")
+    source: str = Field(..., min_length=1, description="Folder or URL of training images (never the test set)")
+    model_dest: str = Field(..., min_length=1, description="Folder or URL where the model files are written")
     minutes: float = Field(10.0, gt=0, le=7 * 24 * 60, description="Wall-clock training budget")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (whichever comes first)")
     init_model: str | None = Field(

@@ -25,7 +25,7 @@ def dask_runner(address: str | None = None, workers: int | None = None) -> DaskT
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
-                        "dashboard_address": None, "silence_logs": logging.WARNING},
+                        "dashboard_address": ":0", "silence_logs": logging.WARNING},
     )
 
 

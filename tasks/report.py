@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from typing import Iterable
 
 import pyarrow as pa
@@ -111,40 +110,3 @@ def finished_reports(
         if name.removesuffix(".parquet") in done_by_run[run_id]:
             out.append((run_id, join(root, rel)))
     return out
-
-
-def summarize(table: pa.Table) -> list[dict]:
-    """Per run and codec: counts, and mean/median of bpp, PSNR, SSIM and times over ok rows."""
-    import duckdb  # noqa: PLC0415
-
-    con = duckdb.connect()
-    con.register("reports", table)
-    sql = """
-        SELECT run_id, codec, any_value(params) AS params, count(*) AS images,
-               count(*) FILTER (WHERE status = 'ok') AS ok,
-               count(*) FILTER (WHERE status <> 'ok') AS errors,
-               avg(bpp) FILTER (WHERE status = 'ok') AS mean_bpp,
-               median(bpp) FILTER (WHERE status = 'ok') AS median_bpp,
-               avg(psnr) FILTER (WHERE status = 'ok' AND isfinite(psnr)) AS mean_psnr,
-               median(psnr) FILTER (WHERE status = 'ok') AS median_psnr,
-               avg(ssim) FILTER (WHERE status = 'ok') AS mean_ssim,
-               median(ssim) FILTER (WHERE status = 'ok') AS median_ssim,
-               avg(encode_ms) FILTER (WHERE status = 'ok') AS mean_encode_ms,
-               avg(decode_ms) FILTER (WHERE status = 'ok') AS mean_decode_ms,
-               sum(source_bytes) AS source_bytes,
-               sum(artifact_bytes) FILTER (WHERE status = 'ok') AS artifact_bytes
-        FROM reports GROUP BY run_id, codec ORDER BY codec, run_id
-    """
-    cur = con.execute(sql)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, map(_plain, row))) for row in cur.fetchall()]
-
-
-def _plain(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

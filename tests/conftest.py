@@ -61,7 +61,7 @@ def dask_address(prefect_server):
     from distributed import LocalCluster
 
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.WARNING
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.WARNING
     ) as cluster:
         yield cluster.scheduler_address
 

@@ -77,7 +77,7 @@ def test_training_is_routed_to_a_gpu_worker_when_the_cluster_has_one(prefect_ser
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, resources={"GPU": 1},
-                      dashboard_address=None, silence_logs=logging.WARNING) as cluster:
+                      dashboard_address=":0", silence_logs=logging.WARNING) as cluster:
         request = TrainRequest(source=train_images, model_dest=str(tmp_path), minutes=5, max_steps=1, crops=16,
                                crop_size=64)
         summary = train_autoencoder.with_options(task_runner=dask_runner(cluster.scheduler_address))(request)
