@@ -7,7 +7,8 @@ so reports say what happened to every image):
   any pixel is decoded (decompression bombs become a clear error);
 - multi-frame files (animated GIF/WebP/APNG, multi-page TIFF) keep their first frame;
 - EXIF orientation is applied, so the array is the image as a viewer shows it;
-- 16-bit and 32-bit integer samples are scaled to 8 bits (``round(v / 257)``);
+- 16-bit and 32-bit integer samples are scaled to 8 bits (``round(v / 257)``; 16-bit
+  RGB(A) PNGs are narrowed by Pillow itself, which keeps the high byte: within one level);
 - palette images are expanded to RGB (or RGBA when they carry transparency);
 - CMYK and YCbCr are converted to RGB;
 - alpha is composited over white: codecs and metrics work on what a viewer shows,
@@ -18,6 +19,7 @@ so reports say what happened to every image):
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -26,6 +28,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Pillow's own bomb limit is ~89 Mpx with a warning below 2x; we decide explicitly.
 DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def max_file_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The largest file worth reading for an image of at most ``max_pixels``.
+
+    8 bytes a pixel is an uncompressed 16-bit RGBA image, the largest common layout;
+    64 MiB more covers metadata (EXIF, ICC profiles, thumbnails). A bigger file is
+    refused before it is read, so a huge (or endless) file cannot exhaust a worker.
+    """
+    return 8 * max_pixels + 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
                 im.seek(0)
                 steps.append(f"first frame of {frames}")
             fmt, mode = im.format or "unknown", im.mode
+            if any(";16" in str(getattr(t, "args", "")) for t in getattr(im, "tile", ()) or ()) \
+                    and mode in ("RGB", "RGBA"):
+                steps.append("16-bit to 8-bit")  # Pillow narrows 16-bit RGB(A) PNG samples as it loads
             im.load()
             rotated = ImageOps.exif_transpose(im)
             if rotated is not im and rotated.size != im.size or _orientation(im) not in (0, 1):
@@ -70,11 +85,24 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
             image = _to_array(im, steps)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"not a readable image: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"not an image in a format this pipeline reads (starts with {data[:8]!r})") from None
+    except Image.DecompressionBombError as exc:
+        # Raised inside Image.open, before we see the size, past Pillow's hard limit.
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        n = int(claimed.group(1)) if claimed else None
+        limit = max_pixels if n is None or n > max_pixels else Image.MAX_IMAGE_PIXELS * 2  # Pillow's hard stop
+        raise ImageError(
+            f"image header claims {f'{n:,}' if n else 'too many'} pixels, over the limit of {limit:,} "
+            "(possible decompression bomb)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated and corrupt files as OSError/SyntaxError/ValueError.
         raise ImageError(f"corrupt or truncated image: {exc}") from None
+    except MemoryError:
+        raise ImageError("not enough memory to decode this image") from None
+    except Exception as exc:  # noqa: BLE001  (a plugin tripping on a hostile file: IndexError, struct.error ...)
+        raise ImageError(f"corrupt image: {type(exc).__name__}: {exc}") from None
     return Decoded(image=image, source_format=fmt, source_mode=mode, conversion=";".join(steps))
 
 
@@ -88,10 +116,12 @@ def _orientation(im: Image.Image) -> int:
 def _to_array(im: Image.Image, steps: list[str]) -> np.ndarray:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(im).astype(np.int64)
+        arr = np.asarray(im)
         hi = 65535 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
+        # uint32 is wide enough for v + 128 and half the memory of int64 on a 100 Mpx image
+        arr = arr.clip(0, 65535).astype(np.uint32)
         if hi == 65535:
-            arr = (arr.clip(0, 65535) + 128) // 257
+            arr = (arr + 128) // 257
             steps.append("16-bit to 8-bit")
         return arr.clip(0, 255).astype(np.uint8)[:, :, None]
     if mode == "F":

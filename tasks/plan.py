@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 
-from tasks.storage import Storage, join, list_files, read_bytes, write_bytes
+from tasks.storage import DestinationError, Storage, exists, join, list_files, read_bytes, write_bytes
 
 MARKER_SUFFIX = ".json"
 
@@ -151,11 +151,13 @@ def prepare_run(
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
     run_id = make_run_id(source, codec, params)
-    files = list_files(source, storage, exclude=(dest,))
-    done_shards = finished_shards(dest, run_id, storage)
-    done: set[str] = set()
-    for shard in done_shards:
-        done.update(read_marker(dest, run_id, shard, storage)["files"])
+    try:
+        files = list_files(source, storage, exclude=(dest,))
+        if not files and not exists(source, storage):  # object stores list a missing prefix as empty
+            raise FileNotFoundError(source)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"source {source} does not exist") from None
+    done_shards, done = _finished_work(dest, run_id, storage)
     _drop_unfinished_reports(dest, run_id, set(done_shards), storage)
     params_json = json.dumps(params, sort_keys=True)
     specs = tuple(
@@ -171,7 +173,10 @@ def prepare_run(
         "images_listed": len(files), "images_already_done": sum(1 for f in files if f[0] in done),
         "shards_already_done": len(done_shards), "shards_planned": len(specs),
     }
-    write_manifest(dest, run_id, manifest, storage)
+    try:
+        write_manifest(dest, run_id, manifest, storage)
+    except DestinationError as exc:  # the first write of a run: say plainly that the destination is the problem
+        raise DestinationError(f"destination {dest} cannot be written ({exc})") from exc
     return RunPlan(run_id, specs, len(files), manifest["images_already_done"], manifest)
 
 
@@ -201,6 +206,31 @@ def finish_run(plan: RunPlan, summaries: list[dict], storage: Storage = Storage(
     manifest = {**plan.manifest, "status": "completed", "finished": now(), "result": summary}
     write_manifest(plan.manifest["dest"], plan.run_id, manifest, storage)
     return summary
+
+
+def _finished_work(dest: str, run_id: str, storage: Storage) -> tuple[list[str], set[str]]:
+    """The shards an earlier attempt finished, and the files they cover.
+
+    A shard counts as finished when its marker is readable *and* its report exists: the
+    marker is written after the report, but a report deleted later (by hand, or by an
+    attempt racing a straggler from an older one) must not leave images without a row.
+    """
+    try:
+        listed = list_files(join(dest, "reports", f"run_id={run_id}"), storage, extensions=(".parquet",))
+        reports = {posixpath.basename(rel).removesuffix(".parquet") for rel, _ in listed}
+    except FileNotFoundError:
+        reports = set()
+    shards, files = [], set()
+    for shard in finished_shards(dest, run_id, storage):
+        if shard not in reports:
+            continue
+        try:
+            covered = read_marker(dest, run_id, shard, storage)["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unreadable marker: redo the shard (its files get a fresh report and marker)
+        shards.append(shard)
+        files.update(covered)
+    return shards, files
 
 
 def _drop_unfinished_reports(dest: str, run_id: str, finished: set[str], storage: Storage) -> None:

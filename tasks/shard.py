@@ -2,8 +2,14 @@
 
 Plain functions, picklable arguments, no Prefect: the same call runs in a loop, under
 Dask, or in a test. A bad image is a row with ``status="error"``, never an exception
-that kills the shard; a destination that cannot be written *does* raise, because then
-nothing the shard made can be trusted and the task should be retried or fail loudly.
+that kills the shard: anything that goes wrong decoding, encoding or measuring one
+image is that image's row. Storage that fails *does* raise, because a row is final (a
+resumed run skips finished shards) and an outage must not turn good images into error
+rows: a destination that refuses a write raises :class:`DestinationError`, a source
+that cannot be read for a reason that is not the file's own (an S3 5xx after retries,
+a dropped connection, EIO) raises :class:`SourceError`. The task is then retried or
+fails loudly, and a re-run redoes the shard. A file's own problems (gone since
+listing, unreadable, a FIFO or a link loop, over the size limit) are rows.
 
 Order of writes (what makes resume safe): artifacts, then the shard's Parquet report,
 then its marker. Each write is whole-or-nothing (:func:`tasks.storage.write_bytes`).
@@ -11,20 +17,37 @@ then its marker. Each write is whole-or-nothing (:func:`tasks.storage.write_byte
 
 from __future__ import annotations
 
+import errno
 import time
+
 import numpy as np
 
 from compressors import get_codec
-from compressors.imageio import ImageError, decode_image, encode_png
+from compressors.imageio import ImageError, decode_image, encode_png, max_file_bytes
 from compressors.metrics import psnr, ssim
 from tasks.models import ensure_model
 from tasks.plan import ShardSpec, artifact_url, write_marker
 from tasks.report import report_url, write_report
-from tasks.storage import Storage, join, read_bytes, write_bytes
+from tasks.storage import (
+    DestinationError,
+    FileTooLargeError,
+    NotARegularFileError,
+    Storage,
+    is_local,
+    join,
+    read_bytes,
+    write_bytes,
+)
+
+__all__ = ["DestinationError", "SourceError", "compress_shard", "compress_one", "decompress_shard"]
+
+# Local read errors that belong to the file itself, not to the storage: they become rows.
+FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ELOOP,
+               errno.ENAMETOOLONG, errno.ENXIO, errno.ENODEV, errno.EINVAL}
 
 
-class DestinationError(RuntimeError):
-    """The destination refused a write: the shard cannot complete."""
+class SourceError(RuntimeError):
+    """The source could not be read for a reason that is not the file's own: retry the shard."""
 
 
 def compress_shard(spec: ShardSpec) -> dict:
@@ -49,9 +72,14 @@ def compress_one(spec: ShardSpec, codec, params: dict, rel: str, size: int) -> d
         "run_id": spec.run_id, "shard": spec.shard_id, "source": rel, "codec": codec.name,
         "params": spec.params_json, "status": "error", "source_bytes": size,
     }
+    url = join(spec.source, rel)
     try:
-        data = read_bytes(join(spec.source, rel), spec.storage)
-        row["source_bytes"] = len(data)
+        data = read_file(url, spec.storage, max_bytes=max_file_bytes(spec.max_pixels))
+    except _FileProblem as exc:
+        row["error"] = str(exc)
+        return row
+    row["source_bytes"] = len(data)
+    try:
         src = decode_image(data, max_pixels=spec.max_pixels)
         image = src.image
         h, w, c = image.shape
@@ -64,7 +92,7 @@ def compress_one(spec: ShardSpec, codec, params: dict, rel: str, size: int) -> d
         reference = _match_channels(image, decoded)
         row.update(psnr=psnr(reference, decoded), ssim=ssim(reference, decoded))
         row.update(encode_ms=(t1 - t0) * 1e3, decode_ms=(t2 - t1) * 1e3, metrics_ms=_ms(t2))
-    except (ImageError, ValueError, TypeError, OSError, MemoryError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001  (whatever one image does, it is that image's row)
         row["error"] = _message(exc)
         return row
     url = artifact_url(spec.dest, spec.run_id, rel, codec.extension)
@@ -95,8 +123,13 @@ def decompress_shard(
     for rel, _ in files:
         try:
             codec = codec_for_path(rel)
-            image = codec.decode(read_bytes(join(source, rel), storage))
-        except (ValueError, TypeError, OSError, MemoryError, RuntimeError) as exc:
+            image = codec.decode(read_file(join(source, rel), storage, max_bytes=max_file_bytes()))
+        except _FileProblem as exc:
+            errors.append({"source": rel, "error": str(exc)})
+            continue
+        except SourceError:
+            raise  # storage, not the artifact: fail the task so it is retried
+        except Exception as exc:  # noqa: BLE001  (an untrusted artifact that fails to decode is a row)
             errors.append({"source": rel, "error": _message(exc)})
             continue
         _write(join(dest, png_name(rel, codec.extension)), encode_png(image), storage)
@@ -119,6 +152,32 @@ def png_name(rel: str, extension: str) -> str:
     """``a/b.jpg.webp`` -> ``a/b.jpg.png``; ``a/b.png.png`` -> ``a/b.png``."""
     stem = rel[: -len(extension)] if rel.lower().endswith(extension) else rel
     return stem if stem.lower().endswith(".png") else stem + ".png"
+
+
+class _FileProblem(Exception):
+    """Reading this one file failed because of the file itself; the message says why."""
+
+
+def read_file(url: str, storage: Storage, *, max_bytes: int | None = None) -> bytes:
+    """Read one input file: its own problems raise ``_FileProblem``, storage problems :class:`SourceError`."""
+    try:
+        return read_bytes(url, storage, max_bytes=max_bytes)
+    except (FileTooLargeError, NotARegularFileError, FileNotFoundError) as exc:
+        raise _FileProblem(_read_message(exc)) from None
+    except OSError as exc:
+        if exc.errno in FILE_ERRNOS and is_local(storage.fs(url)[0]):
+            raise _FileProblem(_read_message(exc)) from None
+        raise SourceError(f"cannot read {url}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise SourceError(f"cannot read {url}: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_message(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "cannot read: no such file (a dangling link, or removed since it was listed)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot read: {exc.strerror}"
+    return f"cannot read: {exc}"
 
 
 def summarize_rows(rows: list[dict]) -> dict:
@@ -144,6 +203,8 @@ def _write(url: str, data: bytes | None, storage: Storage, *, rows: list[dict] |
             write_report(url, rows, storage)
         else:
             write_bytes(url, data, storage)
+    except DestinationError:
+        raise
     except Exception as exc:  # the destination, not the image, failed
         raise DestinationError(f"cannot write {url}: {_message(exc)}") from exc
 
