@@ -6,10 +6,12 @@ The artifacts are the standard formats (JPEG, WebP, AVIF, JPEG 2000): any viewer
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from compressors.imageio import DEFAULT_MAX_PIXELS
 from compressors.registry import Codec, Param, register
 
 QUALITY = Param(75, 1, 100, "quality: 1 (smallest) .. 100 (best)")
@@ -30,19 +32,64 @@ def _expect(data: bytes, signature: tuple[bytes, ...], offset: int, name: str) -
         raise ValueError(f"not a {name} artifact (bad signature)")
 
 
+# The largest artifact a decoder accepts: the largest image the pipeline compresses.
+MAX_PIXELS = DEFAULT_MAX_PIXELS
+_PILLOW_FORMATS = {"JPEG": "JPEG", "WebP": "WEBP", "AVIF": "AVIF", "JPEG 2000": "JPEG2000"}
+
+
 def pillow_decode(data: bytes, *, signature: tuple[bytes, ...], offset: int, name: str) -> np.ndarray:
-    """Decode a standard-format artifact back to the codec boundary (same C as encoded)."""
+    """Decode a standard-format artifact back to the codec boundary (same C as encoded).
+
+    Artifacts are untrusted: only the expected format's parser is tried, and the size the
+    header claims is checked against :data:`MAX_PIXELS` before any pixel is allocated.
+    """
     _expect(data, signature, offset, name)
+    if name == "WebP":  # Pillow's WebP reader allocates its canvas inside Image.open: check first
+        w, h = _webp_size(data)
+        if w * h > MAX_PIXELS:
+            raise ValueError(f"WebP artifact header claims {w}x{h} pixels (limit {MAX_PIXELS:,})")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            mode = im.mode
-            arr = np.asarray(im if mode in ("L", "RGB") else im.convert("L" if mode in ("I;16", "I", "LA") else "RGB"))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"corrupt {name} artifact: {exc}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, explicitly
+            with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[name]]) as im:
+                w, h = im.size
+                if w < 1 or h < 1 or w * h > MAX_PIXELS:
+                    raise _Refused(f"{name} artifact header claims {w}x{h} pixels (limit {MAX_PIXELS:,})")
+                im.load()
+                mode = im.mode
+                arr = np.asarray(
+                    im if mode in ("L", "RGB") else im.convert("L" if mode in ("I;16", "I", "LA") else "RGB")
+                )
+    except _Refused as exc:
+        raise ValueError(str(exc)) from None
+    except MemoryError:
+        raise  # not a verdict on the artifact: the caller decides (a shard makes it the image's row)
+    except Image.DecompressionBombError:
+        raise ValueError(f"{name} artifact header claims over {MAX_PIXELS:,} pixels") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"corrupt {name} artifact: its header does not parse as {name}") from None
+    except Exception as exc:  # noqa: BLE001  (Pillow's parsers raise OSError, SyntaxError, struct.error ...)
+        raise ValueError(f"corrupt {name} artifact: {type(exc).__name__}: {exc}") from None
     if arr.ndim == 3 and name == "WebP" and _is_gray(arr):
         arr = arr[:, :, 1]  # WebP has no grayscale mode: gray comes back as R ~ G ~ B (YUV rounding)
     return np.ascontiguousarray(arr[:, :, None] if arr.ndim == 2 else arr)
+
+
+class _Refused(Exception):
+    pass
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    """The canvas size a WebP file claims, read from its first chunk (RIFF container spec)."""
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:  # extended: 24-bit canvas width-1, height-1
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:  # lossless: 14-bit width-1, height-1
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":  # lossy key frame: 14-bit sizes
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    raise ValueError("corrupt WebP artifact: no VP8, VP8L or VP8X header where the format puts it")
 
 
 def _is_gray(arr: np.ndarray) -> bool:
