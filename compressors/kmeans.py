@@ -8,7 +8,7 @@ How the palette is fitted (measured on Kodak; see ``bench/kmeans.py``):
 
 1. The image is reduced to its exact colour histogram (unique colours and their pixel
    counts; a sort of 24-bit codes). K-means on the weighted histogram is K-means on all
-   pixels, and photos have far fewer unique colours than pixels (Kodak: 13k-35k of 393k).
+   pixels, and photos have far fewer unique colours than pixels (Kodak: 13k-72k of 393k).
 2. k-means++ seeding (Arthur & Vassilvitskii 2007) on a random sample of 4,096 pixels.
 3. Mini-batch stage: Lloyd iterations on a random sample of 16,384 pixels (its
    histogram), until the centres move less than 0.05 levels or 40 iterations.
@@ -24,8 +24,9 @@ seed give the same bytes.
 Choosing K:
 
 - ``colors=K``: a palette of at most K colours (fewer when the image has fewer).
-- ``target_psnr=T``: the smallest K reaching T dB, found by bisection on quick fits
-  (stages 1-3); the final fit continues the chosen quick fit, so it only gets better.
+- ``target_psnr=T``: the smallest K reaching T dB, searched with quick fits (stages 1-3,
+  interpolating in log K, safeguarded by bisection); the final fit continues the chosen
+  quick fit, so it only gets better.
   With ``colors`` as well, ``colors`` bounds the search. When even the largest palette
   falls short, that palette is used (best effort; the report shows the PSNR reached).
 - neither: an image with at most 256 colours keeps them all (lossless, as a user of a
@@ -72,6 +73,7 @@ _BATCH = 16384  # pixels in the mini-batch stage
 _BATCH_ITERATIONS = 40
 _FULL_DISTANCE_BUDGET = 40_000_000  # colour-to-centre distances in the full stage
 _FULL_ITERATIONS = (2, 30)
+_DB_PER_DOUBLING = 2.5  # first guess of the target search (Kodak: 2.3-2.9)
 _TOLERANCE = 0.05  # largest centre move (8-bit levels) that counts as converged
 _ASSIGN_BLOCK = 512  # rows per distance block: keeps the (block, K) matrix in cache
 
@@ -252,23 +254,39 @@ def _full_fit(hist: _Histogram, k: int, seed: int, quick: _Fit | None = None) ->
 
 
 def _fit_to_target(hist: _Histogram, target: float, k_max: int, seed: int) -> _Fit:
-    """The smallest K <= k_max whose fit reaches ``target`` dB (bisection on quick fits)."""
+    """The smallest K <= k_max whose fit reaches ``target`` dB.
+
+    PSNR grows about linearly in log K (~2.5 dB per doubling on photos), so the bracket
+    [lo, hi] (lo falls short, hi reaches) is narrowed by interpolating in log K, with a
+    bisection step whenever that did not halve it: 4-6 quick fits instead of 8.
+    """
     k_max = min(k_max, hist.size)
     quick: dict[int, _Fit] = {}
 
-    def reaches(k: int) -> bool:
+    def psnr_at(k: int) -> float:
         if k not in quick:
             quick[k] = _quick_fit(hist, k, seed)
-        return hist.psnr(quick[k].squared_error) >= target
+        return hist.psnr(quick[k].squared_error)
 
-    lo, hi = 0, k_max  # reaches(hi) or hi == k_max; not reaches(lo) (K=0 never does)
-    if reaches(hi):
+    lo, hi = 0, k_max
+    if psnr_at(hi) >= target:
+        halve = False
         while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if reaches(mid):
-                hi = mid
+            p_hi = psnr_at(hi)
+            if halve or not math.isfinite(p_hi):
+                guess = (lo + hi) / 2
+            elif lo == 0:
+                guess = hi * 2.0 ** ((target - p_hi) / _DB_PER_DOUBLING)
             else:
-                lo = mid
+                p_lo = psnr_at(lo)
+                guess = lo * (hi / lo) ** ((target - p_lo) / max(p_hi - p_lo, 1e-9))
+            k = int(min(max(round(guess), lo + 1), hi - 1))
+            width = hi - lo
+            if psnr_at(k) >= target:
+                hi = k
+            else:
+                lo = k
+            halve = not halve and (hi - lo) * 2 > width
     return _full_fit(hist, hi, seed, quick.get(hi))
 
 
