@@ -96,14 +96,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--sklearn-every", type=int, default=4, help="run sklearn KMeans on every Nth image (0: never)"
     )
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-summarize --out/kmeans_images.csv without running anything",
+    )
     args = ap.parse_args(argv)
+    ks = [int(k) for k in args.colors.split(",")]
+    if args.report_only:
+        with (args.out / "kmeans_images.csv").open() as f:
+            rows = [
+                {k: (v if k in ("image", "method") else float(v)) for k, v in r.items()}
+                for r in csv.DictReader(f)
+            ]
+        for r in rows:
+            r["colors"] = int(r["colors"])
+        report(rows, ks, args.out)
+        return 0
 
     if shutil.which("pngquant") is None:
         ap.error("pngquant is not installed (apt-get install pngquant)")
     files = sorted(args.data.glob("*.png"))[: args.limit or None]
     if not files:
         ap.error(f"no PNG images in {args.data}")
-    ks = [int(k) for k in args.colors.split(",")]
     version = subprocess.run(
         ["pngquant", "--version"], check=False, capture_output=True, text=True
     ).stdout.strip()
@@ -156,15 +171,19 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     _write_csv(args.out / "kmeans_images.csv", rows)
-    summary = summarize(rows, ks)
-    _write_csv(args.out / "kmeans_summary.csv", summary)
-    print_table(summary)
-    print_targets(rows, ks)
-    plot(summary, args.out / "kmeans.png")
+    report(rows, ks, args.out)
     print(
         f"load average at end {os.getloadavg()[0]:.1f}; wrote {args.out}/kmeans_images.csv, kmeans_summary.csv, kmeans.png"
     )
     return 0
+
+
+def report(rows: list[dict], ks: list[int], out: Path) -> None:
+    summary = summarize(rows, ks)
+    _write_csv(out / "kmeans_summary.csv", summary)
+    print_table(summary)
+    print_targets(rows, ks)
+    plot(summary, out / "kmeans.png")
 
 
 def summarize(rows: list[dict], ks: list[int]) -> list[dict]:
@@ -228,9 +247,16 @@ def print_targets(rows: list[dict], ks: list[int]) -> None:
                 if r["colors"] == k and r["method"] == "kmeans" and r["image"] in subset
             ]
             theirs = [r["psnr"] for r in rows if r["colors"] == k and r["method"] == "sklearn-kmeans"]
+            ours_bpp = [
+                r["bpp"]
+                for r in rows
+                if r["colors"] == k and r["method"] == "kmeans" and r["image"] in subset
+            ]
+            theirs_bpp = [r["bpp"] for r in rows if r["colors"] == k and r["method"] == "sklearn-kmeans"]
             print(
-                f"         on the {len(subset)} sklearn images: kmeans {np.mean(ours):.3f} dB, "
-                f"sklearn KMeans (all pixels) {np.mean(theirs):.3f} dB"
+                f"         on the {len(subset)} sklearn images: kmeans {np.mean(ours):.3f} dB "
+                f"{np.mean(ours_bpp):.3f} bpp, sklearn KMeans (all pixels) {np.mean(theirs):.3f} dB "
+                f"{np.mean(theirs_bpp):.3f} bpp"
             )
 
 
@@ -250,10 +276,14 @@ def plot(summary: list[dict], path: Path) -> None:
         sel = [r for r in summary if r["method"] == method]
         if not sel:
             continue
-        ax1.plot([r["bpp"] for r in sel], [r["psnr"] for r in sel], marker=marker, label=method)
-        ax2.plot([r["colors"] for r in sel], [r["ms"] for r in sel], marker=marker, label=method)
+        label = f"{method} ({sel[0]['images']} images)"
+        ax1.plot([r["bpp"] for r in sel], [r["psnr"] for r in sel], marker=marker, label=label)
+        ax2.plot([r["colors"] for r in sel], [r["ms"] for r in sel], marker=marker, label=label)
     ax1.set(xlabel="bpp", ylabel="PSNR (dB)", title="Kodak, K = 16 / 64 / 256")
-    ax2.set(xlabel="K", ylabel="ms per image", xscale="log", yscale="log", title="time")
+    ax2.set(xlabel="K", ylabel="wall ms per image", xscale="log", yscale="log", title="time")
+    ks = sorted({r["colors"] for r in summary if isinstance(r["colors"], int)})
+    ax2.set_xticks(ks, [str(k) for k in ks])
+    ax2.minorticks_off()
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
