@@ -413,6 +413,8 @@ def decode(data: bytes) -> np.ndarray:
             indices = np.asarray(im)
             palette = np.frombuffer(bytes(im.getpalette("RGB") or b""), dtype=np.uint8).reshape(-1, 3)
             mark = im.info.get(_CHANNELS_KEY)
+    except Image.DecompressionBombError as exc:  # Pillow's own hard limit, before ours is reached
+        raise ValueError(f"PNG header claims too many pixels, over the limit: {exc}") from None
     except (OSError, SyntaxError, struct.error, zlib.error) as exc:
         raise ValueError(f"corrupt PNG artifact: {exc}") from None
     if len(palette) == 0 or int(indices.max(initial=0)) >= len(palette):
