@@ -81,6 +81,7 @@ def decompress(
     dask_address: Optional[str] = typer.Option(None),
     workers: Optional[int] = typer.Option(None),
     endpoint_url: Optional[str] = typer.Option(None),
+    model: Optional[str] = typer.Option(None, help="autoencoder: URL of a trained (not shipped) model"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Decode every artifact under SOURCE to PNG under DEST (every codec round-trips)."""
@@ -89,7 +90,9 @@ def decompress(
     from flows.runner import dask_runner
     from imgpress.prefect_api import prefect_api
 
-    request = _validated(DecompressRequest, source=source, dest=dest, shard_size=shard_size, endpoint_url=endpoint_url)
+    request = _validated(
+        DecompressRequest, source=source, dest=dest, shard_size=shard_size, endpoint_url=endpoint_url, model=model
+    )
     with prefect_api(echo=console.print):
         result = decompress_collection.with_options(task_runner=dask_runner(dask_address, workers))(request)
     if json_out:
