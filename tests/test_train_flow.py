@@ -83,3 +83,23 @@ def test_training_is_routed_to_a_gpu_worker_when_the_cluster_has_one(prefect_ser
         summary = train_autoencoder.with_options(task_runner=dask_runner(cluster.scheduler_address))(request)
     # The worker advertises GPU=1 but this machine has no CUDA: the task ran there, on CPU.
     assert summary["steps"] == 1 and summary["device"].startswith("cpu")
+
+
+def test_train_and_compress_with_the_model_on_s3(prefect_server, dask_address, s3_endpoint, s3_bucket,
+                                                 train_images):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    fs.put(train_images + "/", f"{s3_bucket}/train/", recursive=True)
+    runner = dask_runner(dask_address)
+    trained = train_autoencoder.with_options(task_runner=runner)(TrainRequest(
+        source=f"{s3_bucket}/train", model_dest=f"{s3_bucket}/models", minutes=5, max_steps=2, crops=16,
+        crop_size=64, endpoint_url=s3_endpoint,
+    ))
+    assert trained["model_url"] == f"{s3_bucket}/models/{trained['model_id']}.safetensors"
+    assert fs.exists(f"{s3_bucket}/models/{trained['model_id']}.json")
+    run = compress_collection.with_options(task_runner=runner)(CompressRequest(
+        source=f"{s3_bucket}/train", dest=f"{s3_bucket}/out", codec="autoencoder", quality=2,
+        model=trained["model_url"], endpoint_url=s3_endpoint,
+    ))
+    assert run["ok"] == 6 and run["errors"] == 1
