@@ -199,19 +199,46 @@ class MeanScaleHyperprior(nn.Module):
         scales, means = self.h_s(z_hat).chunk(2, dim=1)
         return scales, means
 
-    def forward(self, x: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training pass on ``x`` in [0, 1] (B, 3, H, W), H and W multiples of 64."""
+    def forward(self, x: torch.Tensor, q: torch.Tensor, *, autocast: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """Training pass on ``x`` in [0, 1] (B, 3, H, W), H and W multiples of 64.
+
+        ``autocast``: run the four transforms (convolutions and GDN) under autocast to this
+        dtype (bf16 on CPUs with AMX / AVX512-BF16, and on GPUs); the quantisation, the
+        likelihoods and the loss stay in float32 either way.
+        """
+        def transform(net: nn.Module, v: torch.Tensor) -> torch.Tensor:
+            if autocast is None:
+                return net(v)
+            with torch.autocast(v.device.type, dtype=autocast):
+                return net(v).float()
+
         gain, inv_gain = self.gains(q)
-        y = self.g_a(x) * gain
-        z = self.h_a(y)
+        y = transform(self.g_a, x) * gain
+        z = transform(self.h_a, y)
         z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
         z_lik = self.entropy_z.likelihood(z_noisy)
-        scales, means = self.hyper_params(ste_round(z))
+        scales, means = transform(self.h_s, ste_round(z)).chunk(2, dim=1)
         y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         y_lik = gaussian_likelihood(y_noisy, scales, means)
         y_hat = ste_round(y - means) + means
-        x_hat = self.g_s(y_hat * inv_gain)
+        x_hat = transform(self.g_s, y_hat * inv_gain)
         return {"x_hat": x_hat, "y_likelihoods": y_lik, "z_likelihoods": z_lik}
+
+    @torch.no_grad()
+    def extend_qualities(self, qualities: int) -> None:
+        """Add rate levels above the current top one (for fine-tuning to larger lambdas).
+
+        New log-gains continue the spacing of the two highest trained levels, so a new level
+        starts as a finer quantiser than the old top one and training refines it.
+        """
+        if qualities <= self.qualities:
+            return
+        step_g = self.log_gain[-1] - self.log_gain[-2] if self.qualities > 1 else torch.full((self.M,), 0.5)
+        step_i = self.log_inv_gain[-1] - self.log_inv_gain[-2] if self.qualities > 1 else torch.full((self.M,), -0.5)
+        extra = torch.arange(1, qualities - self.qualities + 1, dtype=self.log_gain.dtype).view(-1, 1)
+        self.log_gain = nn.Parameter(torch.cat([self.log_gain, self.log_gain[-1] + extra * step_g]))
+        self.log_inv_gain = nn.Parameter(torch.cat([self.log_inv_gain, self.log_inv_gain[-1] + extra * step_i]))
+        self.qualities = qualities
 
 
 def rd_loss(out: dict[str, torch.Tensor], x: torch.Tensor, lambdas: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -40,6 +40,10 @@ def serialize(model: MeanScaleHyperprior, metadata: dict[str, Any]) -> tuple[str
     blob = st_save(state)
     mid = model_id_of(blob)
     meta = dict(metadata)
+    lineage = (meta.get("training") or {}).get("lineage")
+    if lineage and lineage[-1].get("model_id") is None:  # this run's own entry learns its id here
+        lineage[-1]["model_id"] = mid
+        lineage[-1]["total_steps"] = sum(int(e.get("steps") or 0) for e in lineage)
     meta.update(
         model_id=mid,
         format="safetensors",
