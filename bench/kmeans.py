@@ -56,7 +56,7 @@ def timed(fn, *args) -> tuple[bytes, float, float]:
 
 
 def run_ours(image: np.ndarray, k: int | None, target: float | None = None) -> bytes:
-    return kmeans.encode(image, colors=k, target_psnr=target, seed=0)
+    return kmeans.encode(image, colors=k, target_psnr=target, seed=0).data
 
 
 def run_pngquant(source: bytes, k: int, speed: int) -> bytes:

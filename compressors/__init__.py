@@ -4,6 +4,6 @@ Importing this package registers every codec.
 """
 
 from compressors import autoencoder, classical, kmeans  # noqa: F401  (importing registers the codecs)
-from compressors.registry import CODECS, Codec, Param, get_codec, register
+from compressors.registry import CODECS, Codec, Encoded, Param, get_codec, register
 
-__all__ = ["CODECS", "Codec", "Param", "get_codec", "register"]
+__all__ = ["CODECS", "Codec", "Encoded", "Param", "get_codec", "register"]

@@ -61,7 +61,7 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from compressors.imageio import DEFAULT_MAX_PIXELS, decode_image
-from compressors.registry import Codec, Param, register
+from compressors.registry import Codec, Encoded, Param, register
 
 __all__ = ["AUTO_TARGET_PSNR", "KMEANS", "Quantized", "decode", "encode", "quantize"]
 
@@ -383,11 +383,12 @@ def palette_png(indices: np.ndarray, palette: np.ndarray, *, mark_rgb: bool = Fa
 
 def encode(
     image: np.ndarray, *, colors: int | None = None, target_psnr: float | None = None, seed: int = 0
-) -> bytes:
-    """uint8 (H, W, 1|3) -> palette PNG bytes (see the module doc for how K is chosen)."""
+) -> Encoded:
+    """uint8 (H, W, 1|3) -> palette PNG bytes and the K used (see the module doc for how K is chosen)."""
     q = quantize(image, colors=colors, target_psnr=target_psnr, seed=seed)
     gray_palette = bool(np.all(q.palette == q.palette[:, :1]))
-    return palette_png(q.indices, q.palette, mark_rgb=image.shape[2] == 3 and gray_palette)
+    data = palette_png(q.indices, q.palette, mark_rgb=image.shape[2] == 3 and gray_palette)
+    return Encoded(data, {"colors": int(len(q.palette))})
 
 
 def decode(data: bytes) -> np.ndarray:

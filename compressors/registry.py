@@ -27,19 +27,37 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Encoded:
+    """What encoding one image gave: the artifact bytes and what the codec chose for it.
+
+    ``decision`` holds per-image choices that the parameters left open (the K a target
+    PSNR led to, the quality a target SSIM led to, the codec ``auto`` picked, the path an
+    exact recompression took); the report stores it per image as canonical JSON.
+    """
+
+    data: bytes
+    decision: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Codec:
     """A named, pure codec.
 
     ``extension`` is the artifact's file suffix (standard formats keep the standard
     suffix so any viewer opens them). ``params`` lists every parameter ``encode`` takes.
+    ``encode_fn`` returns ``bytes`` or an :class:`Encoded` (when it decides something per
+    image). A codec with ``takes_source=True`` also receives the source file's bytes as
+    ``source=`` (``None`` when there is no file, e.g. an array from a test): the contract
+    stays pixels in, bytes out, and such a codec may use the original bytes too.
     """
 
     name: str
     extension: str
-    encode_fn: Callable[..., bytes]
+    encode_fn: Callable[..., bytes | Encoded]
     decode_fn: Callable[[bytes], np.ndarray]
     params: Mapping[str, Param] = field(default_factory=dict)
     description: str = ""
+    takes_source: bool = False
 
     def canonical_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Fill defaults, coerce types, check bounds; ``None`` values count as unset.
@@ -68,9 +86,17 @@ class Codec:
             out[name] = value
         return out
 
-    def encode(self, image: np.ndarray, **params: Any) -> bytes:
+    def compress(self, image: np.ndarray, *, source: bytes | None = None, **params: Any) -> Encoded:
+        """Encode ``image`` (and, for a ``takes_source`` codec, its file's ``source`` bytes)."""
         check_image(image)
-        return self.encode_fn(image, **self.canonical_params(params))
+        kwargs = self.canonical_params(params)
+        if self.takes_source:
+            kwargs["source"] = source
+        out = self.encode_fn(image, **kwargs)
+        return out if isinstance(out, Encoded) else Encoded(bytes(out))
+
+    def encode(self, image: np.ndarray, **params: Any) -> bytes:
+        return self.compress(image, **params).data
 
     def decode(self, data: bytes) -> np.ndarray:
         if not isinstance(data, (bytes, bytearray, memoryview)):

@@ -41,6 +41,7 @@ REPORT_SCHEMA = pa.schema(
         pa.field("encode_ms", pa.float64()),
         pa.field("decode_ms", pa.float64()),
         pa.field("metrics_ms", pa.float64()),
+        pa.field("decision", pa.string()),  # canonical JSON of what the codec chose for this image, if anything
     ]
 )
 

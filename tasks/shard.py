@@ -18,6 +18,7 @@ then its marker. Each write is whole-or-nothing (:func:`tasks.storage.write_byte
 from __future__ import annotations
 
 import errno
+import json
 import time
 
 import numpy as np
@@ -85,8 +86,11 @@ def compress_one(spec: ShardSpec, codec, params: dict, rel: str, size: int) -> d
         h, w, c = image.shape
         row.update(source_format=src.source_format, conversion=src.conversion, width=w, height=h, channels=c)
         t0 = time.perf_counter()
-        blob = codec.encode(image, **params)
+        encoded = codec.compress(image, source=data, **params)
+        blob = encoded.data
         t1 = time.perf_counter()
+        if encoded.decision:
+            row["decision"] = json.dumps(dict(encoded.decision), sort_keys=True, separators=(",", ":"))
         decoded = codec.decode(blob)
         t2 = time.perf_counter()
         reference = _match_channels(image, decoded)

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from compressors.kmeans import AUTO_TARGET_PSNR, KMEANS, decode, encode, palette_png, quantize
+from compressors.kmeans import AUTO_TARGET_PSNR, KMEANS, decode, palette_png, quantize
+
+encode = KMEANS.encode  # bytes; the module-level encode also returns the K it chose
 from compressors.metrics import psnr
 from compressors.registry import get_codec
 
@@ -186,3 +188,9 @@ def test_decode_reads_any_png(astronaut: np.ndarray) -> None:
     buffer = io.BytesIO()
     Image.fromarray(astronaut).save(buffer, "PNG")
     assert np.array_equal(decode(buffer.getvalue()), astronaut)
+
+
+def test_the_k_a_target_led_to_is_the_images_decision(astronaut):
+    encoded = KMEANS.compress(astronaut, target_psnr=30.0)
+    used = len(np.unique(KMEANS.decode(encoded.data).reshape(-1, 3), axis=0))
+    assert encoded.decision == {"colors": used} and 2 <= used <= 256
