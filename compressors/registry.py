@@ -24,6 +24,24 @@ class Param:
     hi: float | None = None
     help: str = ""
     kind: type = int
+    choices: tuple = ()  # when not empty: the only values allowed
+
+    def coerce(self, name: str, value: Any, *, owner: str) -> Any:
+        """``value`` as this parameter's type, checked against its bounds and choices."""
+        if self.kind is bool and isinstance(value, str):
+            word = value.strip().lower()
+            if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(f"{owner}: {name} must be true or false, got {value!r}")
+            value = word in ("1", "true", "yes", "on")
+        try:
+            value = self.kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{owner}: {name} must be {self.kind.__name__}, got {value!r}") from None
+        if self.lo is not None and value < self.lo or self.hi is not None and value > self.hi:
+            raise ValueError(f"{owner}: {name}={value} is outside [{self.lo}, {self.hi}]")
+        if self.choices and value not in self.choices:
+            raise ValueError(f"{owner}: {name}={value!r} is not one of {', '.join(map(str, self.choices))}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -74,16 +92,7 @@ class Codec:
         out: dict[str, Any] = {}
         for name, spec in self.params.items():
             value = given.get(name, spec.default)
-            if value is None:
-                out[name] = None
-                continue
-            try:
-                value = spec.kind(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{self.name}: {name} must be {spec.kind.__name__}, got {value!r}") from None
-            if spec.lo is not None and value < spec.lo or spec.hi is not None and value > spec.hi:
-                raise ValueError(f"{self.name}: {name}={value} is outside [{spec.lo}, {spec.hi}]")
-            out[name] = value
+            out[name] = None if value is None else spec.coerce(name, value, owner=self.name)
         return out
 
     def compress(self, image: np.ndarray, *, source: bytes | None = None, **params: Any) -> Encoded:

@@ -12,7 +12,7 @@ from flows.params import CompressRequest
 from flows.runner import dask_runner
 from tasks import html_report
 from tasks import prefect_tasks as t
-from tasks.models import ensure_model, is_model_id
+from tasks.models import ensure_model, is_url
 from tasks.storage import Storage
 
 
@@ -27,7 +27,7 @@ def compress_collection(request: CompressRequest) -> dict:
     codec = get_codec(request.codec)
     storage = Storage(endpoint_url=request.endpoint_url)
     wanted, model_url = request.codec_params(), None
-    if request.model and not is_model_id(request.model):
+    if request.model and is_url(request.model):
         model_url, wanted["model"] = request.model, ensure_model(request.model, storage)
     params = codec.canonical_params(wanted)
     plan = t.prepare_run(

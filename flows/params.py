@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compressors import CODECS
+from compressors.models import TRAINERS
 
 CodecName = Enum("CodecName", {name: name for name in CODECS}, type=str)
 
@@ -60,17 +61,31 @@ class DecompressRequest(StorageFields):
     model: str | None = Field(None, description="autoencoder: URL of the trained model its artifacts name")
 
 
+TrainKind = Enum("TrainKind", {kind: kind for kind in TRAINERS}, type=str)
+
+
 class TrainRequest(StorageFields):
-    """Train (or fine-tune) the autoencoder codec on a collection; write safetensors + JSON."""
+    """Train (or fine-tune) a model of one kind on a collection; write safetensors + JSON."""
+
+    model_config = ConfigDict(use_enum_values=True)
 
     source: str = Field(..., min_length=1, description="Folder or URL of training images (never the test set)")
     model_dest: str = Field(..., min_length=1, description="Folder or URL where the model files are written")
+    kind: TrainKind = Field("autoencoder", description="What to train: " + "; ".join(
+        f"{k}: {t.description}" for k, t in sorted(TRAINERS.items())))
+    options: dict[str, str | float | int | bool] = Field(
+        default_factory=dict, description="Options of that kind (see `imgpress train --help`), e.g. {\"lr\": 0.0001}")
     minutes: float = Field(10.0, gt=0, le=7 * 24 * 60, description="Wall-clock training budget")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (whichever comes first)")
     init_model: str | None = Field(
-        None, description="Fine-tune from this model (id of a shipped model, or URL of a trained one)"
+        None, description="Start from this model (shipped id or name, or URL of a trained one)"
     )
     crops: int = Field(4096, ge=16, le=1_000_000, description="Random crops sampled from the collection")
-    crop_size: int = Field(128, ge=32, le=1024, description="Crop side in pixels")
+    crop_size: int = Field(128, ge=16, le=1024, description="Crop side in pixels")
     seed: int = Field(0, description="Seed for crop sampling and initialisation")
     shard_size: int = Field(64, ge=1, le=10_000, description="Images read per Dask task")
+
+    @model_validator(mode="after")
+    def _options_fit_the_kind(self):
+        self.options = TRAINERS[self.kind].canonical_options(self.options)
+        return self

@@ -320,13 +320,15 @@ def server(
         stop_server(proc)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
-    source: str = typer.Argument(..., help="Folder or URL of training images"),
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="Folder or URL of training data (images; for some kinds raw files)"),
     model_dest: str = typer.Argument(..., help="Folder or URL for the model (safetensors + JSON)"),
+    kind: str = typer.Option("autoencoder", help="What to train (see below for each kind's own options)"),
     minutes: float = typer.Option(10.0, help="Wall-clock training budget"),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps"),
-    init_model: Optional[str] = typer.Option(None, help="Fine-tune from a model id or URL"),
+    init_model: Optional[str] = typer.Option(None, help="Start from a model: shipped id or name, or URL"),
     crops: int = typer.Option(4096, help="Random crops sampled from the collection"),
     crop_size: int = typer.Option(128),
     seed: int = typer.Option(0),
@@ -334,19 +336,61 @@ def train(
     workers: Optional[int] = typer.Option(None),
     endpoint_url: Optional[str] = typer.Option(None),
 ) -> None:
-    """Train the autoencoder on SOURCE (on a GPU worker when the cluster has one)."""
+    """Train a model of KIND on SOURCE (on a GPU worker when the cluster has one).
+
+    Each kind's own options follow as --name value (a flag alone means true); they are
+    listed per kind below, from the one table of trainers (compressors.models.TRAINERS).
+    """
     from flows.params import TrainRequest
     from flows.runner import dask_runner
-    from flows.train import train_autoencoder
+    from flows.train import train_model
     from imgpress.prefect_api import prefect_api
 
+    try:
+        options = _kind_options(ctx.args)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     request = _validated(
-        TrainRequest, source=source, model_dest=model_dest, minutes=minutes, max_steps=max_steps,
-        init_model=init_model, crops=crops, crop_size=crop_size, seed=seed, endpoint_url=endpoint_url,
+        TrainRequest, source=source, model_dest=model_dest, kind=kind, options=options, minutes=minutes,
+        max_steps=max_steps, init_model=init_model, crops=crops, crop_size=crop_size, seed=seed,
+        endpoint_url=endpoint_url,
     )
     with prefect_api(echo=console.print):
-        result = train_autoencoder.with_options(task_runner=dask_runner(dask_address, workers))(request)
+        result = train_model.with_options(task_runner=dask_runner(dask_address, workers))(request)
     typer.echo(json.dumps(result, indent=2, default=str))
+
+
+def _kind_options(args: list[str]) -> dict[str, str | bool]:
+    """``--for jpeg --quality-range 30-90 --adversarial`` -> ``{"for": "jpeg", ..., "adversarial": True}``."""
+    out: dict[str, str | bool] = {}
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if not word.startswith("--") or len(word) < 3:
+            raise ValueError(f"unexpected argument {word!r}")
+        name, eq, value = word[2:].partition("=")
+        if not eq:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value, i = args[i + 1], i + 1
+            else:
+                value = "true"
+        out[name.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+def _train_epilog() -> str:
+    from compressors.models import TRAINERS
+
+    lines = ["Kinds and their options:"]
+    for kind, trainer in sorted(TRAINERS.items()):
+        opts = ", ".join(f"--{n.replace('_', '-')} ({p.help or p.kind.__name__})" for n, p in trainer.options.items())
+        lines.append(f"  {kind}: {trainer.description}" + (f". Options: {opts}" if opts else ""))
+    return "\n\n".join(lines)
+
+
+train.__doc__ = (train.__doc__ or "") + "\n\n" + _train_epilog()
 
 
 @app.command()

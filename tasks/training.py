@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from compressors.imageio import ImageError, decode_image
-from tasks.models import is_model_id, model_files
+from tasks.models import model_bytes
 from tasks.storage import Storage, join, read_bytes, write_bytes
 
 
@@ -38,34 +38,30 @@ def sample_crops(
     return out
 
 
-def init_state(ref: str | None, storage: Storage = Storage()) -> tuple[bytes, bytes] | None:
-    """The ``(safetensors, json)`` bytes of the model to fine-tune from: a shipped id or a URL."""
+def read_files(source: str, files: tuple[str, ...], storage: Storage = Storage()) -> dict[str, bytes]:
+    """The raw bytes of ``files`` (for kinds that train on whole files, e.g. labelled digit sets)."""
+    return {rel: read_bytes(join(source, rel), storage) for rel in files}
+
+
+def init_state(ref: str | None, kind: str = "autoencoder", storage: Storage = Storage()) -> tuple[bytes, bytes] | None:
+    """The ``(safetensors, json)`` bytes of the model to start from: a shipped id/name or a URL."""
     if ref is None:
         return None
-    if is_model_id(ref):
-        from compressors.autoencoder.store import SHIPPED_DIR  # noqa: PLC0415
-
-        path = SHIPPED_DIR / f"{ref}.safetensors"
-        if not path.exists():
-            raise ValueError(f"no shipped model {ref}; pass the URL of a trained model's .safetensors")
-        return path.read_bytes(), path.with_suffix(".json").read_bytes()
-    return model_files(ref, storage)
+    return model_bytes(ref, kind, storage)
 
 
 def train_model(
-    crops: list[np.ndarray], *, minutes: float, max_steps: int | None, crop: int, seed: int,
+    kind: str, data, *, options: dict, minutes: float, max_steps: int | None, seed: int,
     init: tuple[bytes, bytes] | None,
 ) -> tuple[str, bytes, bytes]:
-    """Train on ``crops`` on CUDA when this worker has it, else CPU; return the serialized model."""
+    """Train a model of ``kind`` on CUDA when this worker has it, else CPU; return it serialized."""
     import torch  # noqa: PLC0415
 
-    from compressors.autoencoder.store import serialize  # noqa: PLC0415
-    from compressors.autoencoder.train import TrainConfig, train  # noqa: PLC0415
+    from compressors import models  # noqa: PLC0415
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    config = TrainConfig(crop=crop, minutes=minutes, steps=max_steps or 0)
-    model, metadata = train(crops, config, device=device, seed=seed, init_state=init)
-    return serialize(model, metadata)
+    return models.train(kind, data, options=options, minutes=minutes, max_steps=max_steps, device=device,
+                        seed=seed, init=init)
 
 
 def publish_model(model_dest: str, model_id: str, weights: bytes, meta: bytes, storage: Storage = Storage()) -> str:
@@ -77,8 +73,9 @@ def publish_model(model_dest: str, model_id: str, weights: bytes, meta: bytes, s
 
 
 def summary_of(model_id: str, url: str, meta: bytes) -> dict:
-    training = json.loads(meta).get("training", {})
+    data = json.loads(meta)
+    training = data.get("training", {})
     return {
-        "model_id": model_id, "model_url": url, "steps": training.get("steps"), "wall_s": training.get("wall_s"),
-        "device": training.get("device"), "final": training.get("final"),
+        "model_id": model_id, "kind": data.get("kind"), "model_url": url, "steps": training.get("steps"),
+        "wall_s": training.get("wall_s"), "device": training.get("device"), "final": training.get("final"),
     }

@@ -58,7 +58,7 @@ def test_the_yaml_declares_compress_train_and_decompress_on_the_process_pool():
     entries = {e["entrypoint"]: e for e in yaml_deployments()}
     assert set(entries) == {
         "flows/compress.py:compress_collection",
-        "flows/train.py:train_autoencoder",
+        "flows/train.py:train_model",
         "flows/decompress.py:decompress_collection",
     }
     assert {e["work_pool"]["name"] for e in entries.values()} == {"imgpress"}
@@ -133,7 +133,7 @@ def test_the_form_schema_has_a_codec_dropdown_limits_and_help_on_every_field(wor
             for name in (
                 "compress-collection/nightly",
                 "decompress-collection/on-demand",
-                "train-autoencoder/on-demand",
+                "train-model/on-demand",
             )
         }
     compress = schemas["compress-collection/nightly"]["definitions"]

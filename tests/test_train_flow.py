@@ -14,7 +14,7 @@ from flows.compress import compress_collection
 from flows.decompress import decompress_collection
 from flows.params import CompressRequest, DecompressRequest, TrainRequest
 from flows.runner import dask_runner
-from flows.train import train_autoencoder
+from flows.train import train_model
 from tasks.report import read_reports
 from tasks.training import sample_crops
 
@@ -45,7 +45,7 @@ def test_sample_crops_is_seeded_and_skips_unreadable_files(train_images):
 def trained(prefect_server, dask_address, train_images, tmp_path_factory):
     dest = str(tmp_path_factory.mktemp("models"))
     request = TrainRequest(source=train_images, model_dest=dest, minutes=5, max_steps=3, crops=24, crop_size=64)
-    return dest, train_autoencoder.with_options(task_runner=dask_runner(dask_address))(request)
+    return dest, train_model.with_options(task_runner=dask_runner(dask_address))(request)
 
 
 def test_training_flow_publishes_safetensors_and_metadata(trained):
@@ -80,7 +80,7 @@ def test_training_is_routed_to_a_gpu_worker_when_the_cluster_has_one(prefect_ser
                       dashboard_address=":0", silence_logs=logging.WARNING) as cluster:
         request = TrainRequest(source=train_images, model_dest=str(tmp_path), minutes=5, max_steps=1, crops=16,
                                crop_size=64)
-        summary = train_autoencoder.with_options(task_runner=dask_runner(cluster.scheduler_address))(request)
+        summary = train_model.with_options(task_runner=dask_runner(cluster.scheduler_address))(request)
     # The worker advertises GPU=1 but this machine has no CUDA: the task ran there, on CPU.
     assert summary["steps"] == 1 and summary["device"].startswith("cpu")
 
@@ -92,7 +92,7 @@ def test_train_and_compress_with_the_model_on_s3(prefect_server, dask_address, s
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
     fs.put(train_images + "/", f"{s3_bucket}/train/", recursive=True)
     runner = dask_runner(dask_address)
-    trained = train_autoencoder.with_options(task_runner=runner)(TrainRequest(
+    trained = train_model.with_options(task_runner=runner)(TrainRequest(
         source=f"{s3_bucket}/train", model_dest=f"{s3_bucket}/models", minutes=5, max_steps=2, crops=16,
         crop_size=64, endpoint_url=s3_endpoint,
     ))

@@ -13,7 +13,26 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
+from .. import models
 from ..registry import Codec, Param, register
+
+models.register_architecture(models.Architecture(
+    cls="compressors.autoencoder.model:MeanScaleHyperprior", kind="autoencoder",
+    shipped_dir=Path(__file__).parent / "models", prepare="compressors.autoencoder.store:LoadedModel",
+))
+models.register_trainer(models.Trainer(
+    kind="autoencoder", fit="compressors.autoencoder.train:fit", data="crops",
+    description="the learned lossy codec (variable-rate mean-scale hyperprior); --init-model fine-tunes",
+    options={
+        "lr": Param(1e-4, 1e-6, 1e-2, "Adam learning rate (cosine-decayed to 1e-5 over the last 30 %)", kind=float),
+        "lambdas": Param(None, help="comma-separated rate-distortion lambdas, low to high quality "
+                         "(default: the base model's, or 0.0018..0.18 in 8 levels for a new model)", kind=str),
+        "precision": Param("auto", help="auto: bf16 autocast where the hardware has bf16 units, else float32",
+                           kind=str, choices=("auto", "bf16", "fp32")),
+    },
+))
 from .codec import decode, decode_batch, encode, encode_batch
 from .store import SHIPPED_DIR, default_model_id, get_model, known_ids, load_model, serialize
 

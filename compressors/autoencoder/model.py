@@ -188,6 +188,10 @@ class MeanScaleHyperprior(nn.Module):
         self.log_gain = nn.Parameter(spread.clone())
         self.log_inv_gain = nn.Parameter(-spread.clone())
 
+    def config(self) -> dict:
+        """The constructor arguments (the model store records them as the architecture)."""
+        return {"N": self.N, "M": self.M, "qualities": self.qualities}
+
     def gains(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample (B, M, 1, 1) gain and inverse gain for 0-based qualities ``q`` (B,)."""
         return (

@@ -29,6 +29,9 @@ from ..hardware import device_description, training_dtype
 from .model import MeanScaleHyperprior, rd_loss
 from .store import build_model, save_model_dir
 
+# The shipped models' levels: CompressAI's MSE lambdas 1..6, then two above for ~38 dB on photos.
+DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 
 
@@ -297,6 +300,18 @@ def train(
         },
     }
     return model, metadata
+
+
+def fit(data: Sequence[np.ndarray], *, options: dict, minutes: float, max_steps: int | None, device: str,
+        seed: int, init: tuple[bytes, bytes] | None, log: Callable[[str], None] = print):
+    """The train flow's entry (see :class:`compressors.models.Trainer`): crops in, ``(model, metadata)`` out."""
+    cfg = TrainConfig(crop=min(min(c.shape[:2]) for c in data), minutes=minutes, steps=max_steps or 0,
+                      lr=options.get("lr") or TrainConfig.lr, precision=options.get("precision") or "auto")
+    if options.get("lambdas"):
+        cfg.lambdas = [float(v) for v in str(options["lambdas"]).split(",")]
+    elif init is None:
+        cfg.lambdas = list(DEFAULT_LAMBDAS)
+    return train(data, cfg, device=device, seed=seed, init_state=init, log=log)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
