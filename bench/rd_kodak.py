@@ -7,8 +7,12 @@ published points (8-bit decoded, MSE-trained) beside them; computes BD-rate
 table; writes ``rd_points.csv``, ``bd_rate.csv`` and ``rd_kodak.png`` into ``--out``.
 
     python bench/rd_kodak.py --out bench/out
+    python bench/rd_kodak.py --images skimage --out bench/out/heldout   # photos never trained on
 
-A benchmark, not a test: it needs ../shared/data/kodak and takes minutes.
+A benchmark, not a test: it needs ../shared/data/kodak and takes minutes. ``--images
+skimage`` measures the same table on the colour photographs that ship with scikit-image
+(astronaut, coffee, chelsea, rocket, hubble_deep_field, immunohistochemistry): photos no
+model of this project was trained or tuned on, a second check beside Kodak.
 """
 
 from __future__ import annotations
@@ -35,6 +39,18 @@ PUBLISHED = {  # label -> codec column in kodak_rd_published.csv (8-bit decoded:
     "jpeg2000 (published)": "jpeg2000",
 }
 CLASSICAL = ("jpeg", "webp", "avif", "jpeg2000")
+
+
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
+
+
+def load_images(which: str, limit: int = 0) -> list[tuple[str, np.ndarray]]:
+    """``kodak`` (../shared/data/kodak), ``skimage`` (held-out photos) or a folder of PNGs."""
+    if which == "skimage":
+        import skimage.data
+
+        return [(n, getattr(skimage.data, n)()) for n in SKIMAGE_PHOTOS][: limit or None]
+    return load_kodak(SHARED / "data" / "kodak" if which == "kodak" else Path(which), limit)
 
 
 def load_kodak(folder: Path, limit: int = 0) -> list[tuple[str, np.ndarray]]:
@@ -114,13 +130,14 @@ def published_points(csv_path: Path) -> dict[str, list[dict]]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--kodak", type=Path, default=SHARED / "data" / "kodak")
+    p.add_argument("--images", default="kodak", help="kodak, skimage (held-out photos) or a folder of PNGs")
     p.add_argument("--anchors", type=Path, default=SHARED / "anchors" / "kodak_rd_published.csv")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     p.add_argument("--qualities", default="5,10,20,30,40,50,60,70,80,90,95",
                    help="quality sweep for the classical codecs")
     p.add_argument("--codecs", default=",".join(CLASSICAL), help="classical codecs to measure ('' = none)")
-    p.add_argument("--model", default="", help="autoencoder model id (default: the shipped one) or a .safetensors path")
+    p.add_argument("--model", default="",
+                   help="autoencoder model ids or .safetensors paths, comma-separated (default: the shipped one)")
     p.add_argument("--limit", type=int, default=0, help="first N images only (quick checks)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     a = p.parse_args(argv)
@@ -128,33 +145,38 @@ def main(argv=None) -> None:
     import torch
 
     import compressors.autoencoder as ae
+    from compressors.hardware import cpu_description
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    model = a.model
-    if model.endswith(".safetensors"):
-        w = Path(model)
-        model = ae.load_model(w.read_bytes(), w.with_suffix(".json").read_bytes())
-    model = model or ae.default_model_id()
-    images = load_kodak(a.kodak, a.limit)
-    print(f"{len(images)} Kodak images; autoencoder model {model or '(none)'}; torch threads {torch.get_num_threads()}")
+    model_ids = []
+    for ref in [m for m in a.model.split(",") if m] or [ae.default_model_id()]:
+        if ref.endswith(".safetensors"):
+            w = Path(ref)
+            ref = ae.load_model(w.read_bytes(), w.with_suffix(".json").read_bytes())
+        if ref:
+            model_ids.append(ref)
+    images = load_images(a.images, a.limit)
+    title = "Kodak" if a.images == "kodak" else "scikit-image photos" if a.images == "skimage" else a.images
+    print(f"{len(images)} images ({title}); autoencoder models {', '.join(model_ids) or '(none)'}; "
+          f"CPU {cpu_description()}, torch threads {torch.get_num_threads()}")
 
     curves: dict[str, list[dict]] = {}
-    if model:
+    for model in model_ids:
         levels = ae.get_model(model).qualities
         label = f"autoencoder {model}"
         curves[label] = []
         for q in range(1, levels + 1):
             r = measure("autoencoder", {"quality": q, "model": model}, images)
             curves[label].append({"quality": q, **r})
-            print(f"  autoencoder q={q}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB "
+            print(f"  autoencoder {model} q={q}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB "
                   f"enc {r['encode_ms']:.0f} ms dec {r['decode_ms']:.0f} ms", flush=True)
     for name in [c for c in a.codecs.split(",") if c]:
         curves[name] = []
         for q in [int(v) for v in a.qualities.split(",")]:
             curves[name].append({"quality": q, **measure(name, {"quality": q}, images)})
         print(f"  {name}: done", flush=True)
-    published = published_points(a.anchors) if a.anchors.exists() and not a.limit else {}
+    published = published_points(a.anchors) if a.images == "kodak" and a.anchors.exists() and not a.limit else {}
 
     a.out.mkdir(parents=True, exist_ok=True)
     with open(a.out / "rd_points.csv", "w", newline="") as f:
@@ -213,7 +235,7 @@ def main(argv=None) -> None:
     ax.set_ylim(22, 42)
     ax.set_xlabel("bits per pixel (real bytes)")
     ax.set_ylabel("PSNR-RGB (dB)")
-    ax.set_title(f"Kodak ({len(images)} images): rate-distortion")
+    ax.set_title(f"{title} ({len(images)} images): rate-distortion")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
