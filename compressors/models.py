@@ -158,13 +158,20 @@ def _architecture_of(module: Any) -> Architecture:
     raise ValueError(f"{type(module).__name__} is not a registered model architecture")
 
 
-def serialize(module: Any, metadata: Mapping[str, Any]) -> tuple[str, bytes, bytes]:
-    """``(model_id, safetensors_bytes, metadata_json_bytes)`` of a registered module (float32 CPU)."""
+def serialize(module: Any, metadata: Mapping[str, Any], *, dtype: str = "float32") -> tuple[str, bytes, bytes]:
+    """``(model_id, safetensors_bytes, metadata_json_bytes)`` of a registered module.
+
+    ``dtype="float16"`` stores the weights at half size (a shipped model under 8 MB); they
+    load into float32 parameters, so inference is float32 either way, and the model id is
+    the hash of exactly the bytes stored.
+    """
     import torch  # noqa: PLC0415
     from safetensors.torch import save as st_save  # noqa: PLC0415
 
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"weights are stored as float32 or float16, not {dtype}")
     arch = _architecture_of(module)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
+    state = {k: v.detach().to("cpu", getattr(torch, dtype)).contiguous() for k, v in module.state_dict().items()}
     blob = st_save(state)
     mid = model_id_of(blob)
     meta = dict(metadata)
@@ -173,13 +180,13 @@ def serialize(module: Any, metadata: Mapping[str, Any]) -> tuple[str, bytes, byt
         lineage[-1]["model_id"] = mid
         lineage[-1]["total_steps"] = sum(int(e.get("steps") or 0) for e in lineage)
     meta.update(model_id=mid, kind=arch.kind, format="safetensors", arch={"class": arch.name, **module.config()},
-                tensors={k: list(v.shape) for k, v in state.items()})
+                tensors={k: list(v.shape) for k, v in state.items()}, stored_dtype=dtype)
     return mid, blob, json.dumps(meta, indent=1, sort_keys=True).encode()
 
 
-def save_model_dir(module: Any, metadata: Mapping[str, Any], out_dir: str | Path) -> str:
+def save_model_dir(module: Any, metadata: Mapping[str, Any], out_dir: str | Path, *, dtype: str = "float32") -> str:
     """Write ``<id>.safetensors`` and ``<id>.json`` into a local folder; return the id."""
-    mid, blob, meta = serialize(module, metadata)
+    mid, blob, meta = serialize(module, metadata, dtype=dtype)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{mid}.safetensors").write_bytes(blob)
@@ -336,3 +343,31 @@ def train(kind: str, data: Any, *, options: Mapping[str, Any] | None = None, min
         device=device, seed=seed, init=init, log=log,
     )
     return serialize(module, metadata)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m compressors.models ship MODEL.safetensors OUT_DIR [--float16]``: re-store a model to ship."""
+    import argparse  # noqa: PLC0415
+
+    # Run as __main__ this file is a second module object: use the package's (where kinds register).
+    from compressors import models as store  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(prog="python -m compressors.models", description=main.__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    ship = sub.add_parser("ship", help="write a model again (e.g. with float16 weights) under a new id")
+    ship.add_argument("weights", type=Path)
+    ship.add_argument("out", type=Path)
+    ship.add_argument("--float16", action="store_true")
+    ship.add_argument("--name", default=None, help="a shipped name to record in the metadata")
+    a = p.parse_args(argv)
+    module, meta = store.build_model(a.weights.read_bytes(), a.weights.with_suffix(".json").read_bytes())
+    meta.pop("model_id", None)
+    if a.name:
+        meta["name"] = a.name
+    meta["derived_from"] = store.model_id_of(a.weights.read_bytes())
+    mid = store.save_model_dir(module, meta, a.out, dtype="float16" if a.float16 else "float32")
+    print(json.dumps({"model_id": mid, "out": str(a.out)}))
+
+
+if __name__ == "__main__":
+    main()

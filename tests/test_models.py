@@ -85,3 +85,14 @@ def test_the_cli_reads_each_kinds_options_as_flags():
         "for": "jpeg", "quality_range": "30-90", "adversarial": "true"}
     with pytest.raises(ValueError, match="unexpected"):
         _kind_options(["stray"])
+
+
+def test_float16_storage_halves_the_file_and_loads_as_float32(tiny_kind):
+    torch.manual_seed(1)
+    module = Tiny(8)
+    _, full, _ = models.serialize(module, {})
+    mid, half, meta = models.serialize(module, {}, dtype="float16")
+    assert len(half) < 0.6 * len(full) and json.loads(meta)["stored_dtype"] == "float16"
+    loaded, _ = models.build_model(half, meta)
+    assert loaded.conv.weight.dtype == torch.float32
+    assert torch.equal(loaded.conv.weight, module.conv.weight.half().float())
