@@ -9,6 +9,7 @@ all read :data:`CODECS`; there is no second list.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -120,7 +121,13 @@ class Codec:
 CODECS: dict[str, Codec] = {}
 
 
+NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
 def register(codec: Codec) -> Codec:
+    # Run ids start with the name; tasks.layout relies on them starting with a lowercase letter.
+    if not NAME.match(codec.name):
+        raise ValueError(f"codec name {codec.name!r} must match {NAME.pattern}")
     if codec.name in CODECS:
         raise ValueError(f"codec {codec.name!r} registered twice")
     CODECS[codec.name] = codec

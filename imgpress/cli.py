@@ -498,7 +498,8 @@ class _ShardProgress:
             self._thread.join(timeout=5)
 
     def _poll(self):
-        from tasks.plan import finished_shards, read_manifest
+        from tasks.layout import finished_shards
+        from tasks.plan import read_manifest
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as bar:

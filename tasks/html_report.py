@@ -26,16 +26,12 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from tasks.layout import html_report_url
 from tasks.query import METRICS, codec_stats, error_rows, open_reports, worst_images
 from tasks.storage import Storage, join, read_bytes, write_bytes
 
 THUMB_PX = 256
 ERROR_GAIN = 4  # |error| x 4 on the error maps: small errors stay visible, large ones saturate
-
-
-def html_report_url(dest: str, run_id: str) -> str:
-    """Where a compress run writes its own HTML report (next to its manifest)."""
-    return join(dest, "runs", run_id, "report.html")
 
 
 def write_html_report(

@@ -1,11 +1,6 @@
 """A run: its id, its manifest, its shards and their markers (what resume looks for).
 
-Layout under the destination::
-
-    runs/<run_id>/manifest.json          config, codec params, versions, counts
-    runs/<run_id>/shards/<shard>.json    a finished shard's marker, written last
-    artifacts/<run_id>/<source path><ext> compressed artifacts mirroring the source
-    reports/run_id=<run_id>/<shard>.parquet
+Where each of these lives under the destination is :mod:`tasks.layout`'s business.
 
 The run id is a hash of what determines the artifacts (source, codec, canonical params):
 re-running the same configuration resumes it; changing any of them starts a new run and
@@ -17,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import posixpath
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 
-from tasks.storage import DestinationError, Storage, exists, join, list_files, read_bytes, write_bytes
-
-MARKER_SUFFIX = ".json"
+from tasks import layout
+from tasks.layout import finished_shards, manifest_url, marker_url
+from tasks.report import ensure_schema_file
+from tasks.storage import DestinationError, Storage, exists, list_files, read_bytes, write_bytes
 
 
 @dataclass(frozen=True)
@@ -56,26 +51,6 @@ def shard_id_for(files: list[tuple[str, int]]) -> str:
     """Content-addressed: the same files always make the same shard id."""
     h = hashlib.sha256("\n".join(rel for rel, _ in files).encode())
     return f"shard-{h.hexdigest()[:16]}"
-
-
-def manifest_url(dest: str, run_id: str) -> str:
-    return join(dest, "runs", run_id, "manifest.json")
-
-
-def marker_url(dest: str, run_id: str, shard_id: str) -> str:
-    return join(dest, "runs", run_id, "shards", shard_id + MARKER_SUFFIX)
-
-
-def artifact_url(dest: str, run_id: str, rel: str, extension: str) -> str:
-    return join(dest, "artifacts", run_id, rel + extension)
-
-
-def finished_shards(dest: str, run_id: str, storage: Storage = Storage()) -> list[str]:
-    try:
-        names = list_files(join(dest, "runs", run_id, "shards"), storage, extensions=(MARKER_SUFFIX,))
-    except FileNotFoundError:
-        return []
-    return [posixpath.basename(rel).removesuffix(MARKER_SUFFIX) for rel, _ in names]
 
 
 def read_marker(dest: str, run_id: str, shard_id: str, storage: Storage = Storage()) -> dict:
@@ -157,8 +132,14 @@ def prepare_run(
             raise FileNotFoundError(source)
     except FileNotFoundError:
         raise FileNotFoundError(f"source {source} does not exist") from None
-    done_shards, done = _finished_work(dest, run_id, storage)
-    _drop_unfinished_reports(dest, run_id, set(done_shards), storage)
+    try:
+        layout.migrate_legacy_reports(dest, storage)
+        ensure_schema_file(dest, storage)
+    except (DestinationError, OSError) as exc:  # the first writes of a run: say plainly that the destination is the problem
+        raise DestinationError(f"destination {dest} cannot be written ({exc})") from exc
+    reports = layout.report_shards(dest, run_id, storage)
+    done_shards, done = _finished_work(dest, run_id, set(reports), storage)
+    _drop_unfinished_reports(reports, set(done_shards), storage)
     params_json = json.dumps(params, sort_keys=True)
     specs = tuple(
         ShardSpec(
@@ -208,18 +189,13 @@ def finish_run(plan: RunPlan, summaries: list[dict], storage: Storage = Storage(
     return summary
 
 
-def _finished_work(dest: str, run_id: str, storage: Storage) -> tuple[list[str], set[str]]:
+def _finished_work(dest: str, run_id: str, reports: set[str], storage: Storage) -> tuple[list[str], set[str]]:
     """The shards an earlier attempt finished, and the files they cover.
 
     A shard counts as finished when its marker is readable *and* its report exists: the
     marker is written after the report, but a report deleted later (by hand, or by an
     attempt racing a straggler from an older one) must not leave images without a row.
     """
-    try:
-        listed = list_files(join(dest, "reports", f"run_id={run_id}"), storage, extensions=(".parquet",))
-        reports = {posixpath.basename(rel).removesuffix(".parquet") for rel, _ in listed}
-    except FileNotFoundError:
-        reports = set()
     shards, files = [], set()
     for shard in finished_shards(dest, run_id, storage):
         if shard not in reports:
@@ -233,16 +209,9 @@ def _finished_work(dest: str, run_id: str, storage: Storage) -> tuple[list[str],
     return shards, files
 
 
-def _drop_unfinished_reports(dest: str, run_id: str, finished: set[str], storage: Storage) -> None:
+def _drop_unfinished_reports(reports: dict[str, str], finished: set[str], storage: Storage) -> None:
     """A report without its marker is from an attempt that died: its shard will be redone."""
-    from tasks.report import report_url  # noqa: PLC0415
-
-    fs, _ = storage.fs(dest)
-    try:
-        reports = list_files(join(dest, "reports", f"run_id={run_id}"), storage, extensions=(".parquet",))
-    except FileNotFoundError:
-        return
-    for rel, _ in reports:
-        shard = posixpath.basename(rel).removesuffix(".parquet")
+    for shard, url in reports.items():
         if shard not in finished:
-            fs.rm(storage.fs(report_url(dest, run_id, shard))[1])
+            fs, path = storage.fs(url)
+            fs.rm(path)

@@ -4,7 +4,7 @@ The dataset is read through pyarrow and fsspec (local folders, ``s3://`` ...), n
 through DuckDB's own filesystems: its httpfs extension would have to be downloaded.
 The table is always named ``reports`` and has :data:`tasks.report.REPORT_SCHEMA`.
 
-Run pruning: every report file sits under ``reports/run_id=<id>/`` and becomes a
+Run pruning: every report file sits in its run's folder (:mod:`tasks.layout`) and becomes a
 fragment that carries ``run_id == '<id>'`` as its partition expression. DuckDB pushes
 ``WHERE run_id = ...`` / ``run_id IN (...)`` into the pyarrow scan, which then skips the
 other runs' files without opening them; ``run_ids=`` skips even listing them.
@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-from tasks.report import REPORT_SCHEMA, finished_reports
+from tasks.layout import finished_reports
+from tasks.report import REPORT_SCHEMA
 from tasks.storage import Storage
 
 TABLE = "reports"

@@ -1,66 +1,127 @@
-"""The report: one Parquet file per shard with an explicit schema, read back as one dataset.
+"""The report: one Parquet file per shard with one explicit, versioned, append-only schema.
 
-Layout under the destination (hive-partitioned by run so queries prune)::
+Where the files live is :mod:`tasks.layout`'s business; this module says what is in them.
 
-    reports/run_id=<run_id>/<shard_id>.parquet
+**Adding a column** (the only place to do it): append a :class:`Column` at the end of
+:data:`REPORT_COLUMNS`, nullable, with ``since`` = main's ``SCHEMA_VERSION + 1`` when you land
+(columns landed together share one version), and add its line to the README's column table.
+Never rename, retype, reorder or remove a column: files written by older versions stay
+in destinations, and every reader must read old and new files as one table (a column
+that an older file lacks reads as null). ``tests/test_report_schema.py`` enforces this
+against ``tests/fixtures/report_schema.json``, the record of every released column.
+
+Each file carries its schema version in its Parquet key-value metadata
+(``imgpress.schema_version``; files without it are version 1).
 """
 
 from __future__ import annotations
 
 import io
-import json
+from dataclasses import dataclass
 from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.storage import Storage, join, list_files, read_bytes, write_bytes
+from tasks.layout import finished_reports, schema_url
+from tasks.storage import Storage, read_bytes, write_bytes
 
-REPORT_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("shard", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),  # path relative to the source root
-        pa.field("codec", pa.string(), nullable=False),
-        pa.field("params", pa.string(), nullable=False),  # canonical JSON of the codec parameters
-        pa.field("status", pa.string(), nullable=False),  # "ok" | "error"
-        pa.field("error", pa.string()),  # why, when status == "error"
-        pa.field("conversion", pa.string()),  # what was done to the input on purpose (see compressors.imageio)
-        pa.field("source_format", pa.string()),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("channels", pa.int8()),  # of the compressed image: 1 (gray) or 3 (RGB)
-        pa.field("source_bytes", pa.int64()),
-        pa.field("artifact", pa.string()),  # URL of the compressed artifact
-        pa.field("artifact_bytes", pa.int64()),
-        pa.field("bpp", pa.float64()),  # artifact bits (every byte, header included) per pixel
-        pa.field("compression_ratio", pa.float64()),  # source file bytes / artifact bytes
-        pa.field("raw_compression_ratio", pa.float64()),  # width*height*channels bytes / artifact bytes
-        pa.field("psnr", pa.float64()),  # dB, data_range 255; inf when lossless
-        pa.field("ssim", pa.float64()),  # Wang et al. 2004, Gaussian sigma 1.5, data_range 255
-        pa.field("encode_ms", pa.float64()),
-        pa.field("decode_ms", pa.float64()),
-        pa.field("metrics_ms", pa.float64()),
-        pa.field("decision", pa.string()),  # canonical JSON of what the codec chose for this image, if anything
-    ]
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    doc: str  # unit and meaning; the README's column table says the same
+    since: int = 1  # the schema version that added it
+    nullable: bool = True  # every column added after version 1 must be (older files lack it)
+
+    @property
+    def field(self) -> pa.Field:
+        return pa.field(self.name, self.type, nullable=self.nullable)
+
+
+REPORT_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", pa.string(), "hash of source, codec and params", nullable=False),
+    Column("shard", pa.string(), "content-addressed shard id", nullable=False),
+    Column("source", pa.string(), "path relative to the source root", nullable=False),
+    Column("codec", pa.string(), "codec registry name", nullable=False),
+    Column("params", pa.string(), "canonical JSON of the codec parameters", nullable=False),
+    Column("status", pa.string(), '"ok" | "error"', nullable=False),
+    Column("error", pa.string(), 'why, when status == "error"'),
+    Column("conversion", pa.string(), "what was done to the input on purpose (see compressors.imageio)"),
+    Column("source_format", pa.string(), "PNG, JPEG, ..."),
+    Column("width", pa.int32(), "pixels"),
+    Column("height", pa.int32(), "pixels"),
+    Column("channels", pa.int8(), "of the compressed image: 1 (gray) or 3 (RGB)"),
+    Column("source_bytes", pa.int64(), "source file size"),
+    Column("artifact", pa.string(), "URL of the compressed artifact"),
+    Column("artifact_bytes", pa.int64(), "artifact size, every byte counted"),
+    Column("bpp", pa.float64(), "artifact bits (every byte, header included) per pixel"),
+    Column("compression_ratio", pa.float64(), "source file bytes / artifact bytes"),
+    Column("raw_compression_ratio", pa.float64(), "width*height*channels bytes / artifact bytes"),
+    Column("psnr", pa.float64(), "dB, data_range 255; inf when lossless"),
+    Column("ssim", pa.float64(), "Wang et al. 2004, Gaussian sigma 1.5, data_range 255"),
+    Column("encode_ms", pa.float64(), "milliseconds"),
+    Column("decode_ms", pa.float64(), "milliseconds"),
+    Column("metrics_ms", pa.float64(), "milliseconds"),
+    # -- version 2 --
+    Column("decision", pa.string(), "canonical JSON of what the codec chose for this image, if anything", since=2),
 )
 
-COLUMNS = tuple(REPORT_SCHEMA.names)
+SCHEMA_VERSION = max(c.since for c in REPORT_COLUMNS)
+VERSION_KEY = b"imgpress.schema_version"
 
 
-def report_url(dest: str, run_id: str, shard_id: str) -> str:
-    return join(dest, "reports", f"run_id={run_id}", f"{shard_id}.parquet")
+def schema_of_version(version: int = SCHEMA_VERSION) -> pa.Schema:
+    """The report schema as version ``version`` wrote it (no metadata)."""
+    return pa.schema([c.field for c in REPORT_COLUMNS if c.since <= version])
+
+
+REPORT_SCHEMA = schema_of_version()
+COLUMNS = tuple(REPORT_SCHEMA.names)  # the column names, in order
+_STAMPED = REPORT_SCHEMA.with_metadata({VERSION_KEY: str(SCHEMA_VERSION).encode()})
 
 
 def rows_to_table(rows: Iterable[dict]) -> pa.Table:
+    """Rows (dicts; missing keys are null, extra keys ignored) as a table of the current schema."""
     rows = list(rows)
-    return pa.table({name: [r.get(name) for r in rows] for name in COLUMNS}, schema=REPORT_SCHEMA)
+    return pa.table({name: [r.get(name) for r in rows] for name in COLUMNS}, schema=_STAMPED)
+
+
+def to_parquet(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
 
 
 def write_report(url: str, rows: Iterable[dict], storage: Storage = Storage()) -> None:
-    buf = io.BytesIO()
-    pq.write_table(rows_to_table(rows), buf, compression="zstd")
-    write_bytes(url, buf.getvalue(), storage)
+    write_bytes(url, to_parquet(rows_to_table(rows)), storage)
+
+
+def schema_version_of(schema: pa.Schema) -> int:
+    """The version a file's schema says it was written with (files without the key: 1)."""
+    return int((schema.metadata or {}).get(VERSION_KEY, b"1"))
+
+
+def ensure_schema_file(dest: str, storage: Storage = Storage()) -> bool:
+    """Write ``reports/0-schema.parquet`` (no rows, this version's schema) unless a newer one is there.
+
+    Returns whether it was written. See :mod:`tasks.layout` for why readers need it.
+    """
+    url = schema_url(dest)
+    try:
+        present = schema_version_of(pq.read_schema(io.BytesIO(read_bytes(url, storage))))
+    except (FileNotFoundError, OSError, ValueError, pa.ArrowException):
+        present = 0
+    if present >= SCHEMA_VERSION:
+        return False
+    write_bytes(url, to_parquet(_STAMPED.empty_table()), storage)
+    return True
+
+
+def read_report(url: str, storage: Storage = Storage()) -> pa.Table:
+    """One report file in the current schema (columns it predates are null)."""
+    return pq.read_table(io.BytesIO(read_bytes(url, storage)), schema=REPORT_SCHEMA)
 
 
 def read_reports(dest: str, storage: Storage = Storage(), *, run_ids: Iterable[str] | None = None) -> pa.Table:
@@ -69,45 +130,13 @@ def read_reports(dest: str, storage: Storage = Storage(), *, run_ids: Iterable[s
     Only report files whose shard marker exists count: a file without one belongs to an
     attempt that did not finish and will be rewritten when the run resumes.
     """
-    tables = [
-        pq.read_table(io.BytesIO(read_bytes(url, storage)), schema=REPORT_SCHEMA)
-        for _, url in finished_reports(dest, storage, run_ids=run_ids)
+    tables = [read_report(url, storage) for _, url in finished_reports(dest, storage, run_ids=run_ids)]
+    return pa.concat_tables(tables) if tables else REPORT_SCHEMA.empty_table()
+
+
+def schema_json() -> list[dict]:
+    """The column record kept in ``tests/fixtures/report_schema.json`` (append-only)."""
+    return [
+        {"name": c.name, "type": str(c.type), "nullable": c.nullable, "since": c.since} for c in REPORT_COLUMNS
     ]
-    if not tables:
-        return REPORT_SCHEMA.empty_table()
-    return pa.concat_tables(tables)
 
-
-def finished_reports(
-    dest: str, storage: Storage = Storage(), *, run_ids: Iterable[str] | None = None
-) -> list[tuple[str, str]]:
-    """``(run_id, url)`` of every report file whose shard marker exists, sorted.
-
-    With ``run_ids`` only those runs' partitions are listed, so the others cost nothing.
-    """
-    from tasks.plan import finished_shards  # noqa: PLC0415  (plan imports this module)
-
-    root = join(dest, "reports")
-    if run_ids is None:
-        try:
-            files = list_files(root, storage, extensions=(".parquet",))
-        except FileNotFoundError:
-            files = []
-    else:
-        files = []
-        for run_id in sorted(set(run_ids)):
-            try:
-                part = list_files(join(root, f"run_id={run_id}"), storage, extensions=(".parquet",))
-            except FileNotFoundError:
-                continue
-            files += [(f"run_id={run_id}/{rel}", size) for rel, size in part]
-    out = []
-    done_by_run: dict[str, set[str]] = {}
-    for rel, _ in files:
-        part, _, name = rel.partition("/")
-        run_id = part.removeprefix("run_id=")
-        if run_id not in done_by_run:
-            done_by_run[run_id] = set(finished_shards(dest, run_id, storage))
-        if name.removesuffix(".parquet") in done_by_run[run_id]:
-            out.append((run_id, join(root, rel)))
-    return out

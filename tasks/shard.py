@@ -27,8 +27,9 @@ from compressors import get_codec
 from compressors.imageio import ImageError, decode_image, encode_png, max_file_bytes
 from compressors.metrics import psnr, ssim
 from tasks.models import ensure_model
-from tasks.plan import ShardSpec, artifact_url, write_marker
-from tasks.report import report_url, write_report
+from tasks.layout import artifact_url, report_url
+from tasks.plan import ShardSpec, write_marker
+from tasks.report import write_report
 from tasks.storage import (
     DestinationError,
     FileTooLargeError,

@@ -12,7 +12,8 @@ from PIL import Image
 from compressors import get_codec
 from flows.compress import compress_collection
 from flows.runner import dask_runner
-from tasks.plan import finished_shards, read_manifest
+from tasks.layout import artifacts_url, finished_shards
+from tasks.plan import read_manifest
 from tasks.report import read_reports
 from tasks.storage import Storage, join, list_files, read_bytes, write_bytes
 
@@ -69,10 +70,10 @@ def assert_nothing_lost(dest: str, expected_sources: list[str], *, storage: Stor
     assert manifest is not None and manifest["status"] == "completed", manifest
     shards = set(finished_shards(dest, rid, storage))
     assert {r["shard"] for r in rows} == shards
-    artifacts = list_files(join(dest, "artifacts", rid), storage, extensions=None)
+    artifacts = list_files(artifacts_url(dest, rid), storage, extensions=None)
     ok_artifacts = {r["artifact"] for r in rows if r["status"] == "ok"}
     for rel, _ in artifacts:  # nothing under a final name that the report does not account for
-        assert join(dest, "artifacts", rid, rel) in ok_artifacts, rel
+        assert join(artifacts_url(dest, rid), rel) in ok_artifacts, rel
     return rows
 
 

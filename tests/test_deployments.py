@@ -36,6 +36,7 @@ from compressors import CODECS
 from deployments import DEPLOYMENTS_FILE, deployment_specs, runner_deployments
 from imgpress.demo import SAMPLES
 from imgpress.prefect_api import free_port, healthy
+from tasks.layout import report_folder
 from tasks.report import read_reports
 
 RUN_TIMEOUT_S = 300
@@ -198,7 +199,7 @@ def test_a_run_started_like_the_ui_form_completes_on_the_worker_with_report_and_
     assert f"imgpress run `{run_id}`" in by_type["markdown"].data
     assert "| psnr |" in by_type["markdown"].data
     assert os.path.isfile(os.path.join(dest, "runs", run_id, "report.html"))
-    assert os.listdir(os.path.join(dest, "reports", f"run_id={run_id}"))
+    assert os.listdir(report_folder(dest, run_id))
 
 
 def test_imgpress_server_listens_on_loopback_with_analytics_off_and_prints_the_api_url(tmp_path):

@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -21,7 +22,9 @@ import pytest
 from faultproxy import FaultProxy
 from flows.params import CompressRequest
 from reliability import assert_nothing_lost, make_collection, run_flow
-from tasks.plan import finish_run, finished_shards, prepare_run
+from tasks.layout import finished_shards
+from tasks.plan import finish_run, prepare_run
+from tasks.layout import report_folder
 from tasks.report import read_reports
 from tasks.shard import SourceError, compress_shard
 from tasks.storage import DestinationError, Storage
@@ -167,8 +170,8 @@ def test_a_destination_that_fails_midway_leaves_no_marker_and_a_rerun_completes(
     dest = str(tmp_path / "out")
     plan = prepare_run(sample_collection, dest, "jpeg", {"quality": 75}, shard_size=20)
     (spec,) = plan.specs
-    reports = tmp_path / "out" / "reports" / f"run_id={plan.run_id}"
-    reports.parent.mkdir(parents=True)
+    reports = Path(report_folder(dest, plan.run_id))
+    reports.parent.mkdir(parents=True, exist_ok=True)
     reports.write_bytes(b"a file where the report folder should be")
     with pytest.raises(DestinationError, match=r"cannot write .*\.parquet"):
         compress_shard(spec)

@@ -21,6 +21,7 @@ from flows.decompress import decompress_collection
 from flows.params import CompressRequest, DecompressRequest
 from flows.runner import dask_runner
 from imgpress.demo import SAMPLES
+from tasks.layout import report_folder
 from tasks.report import COLUMNS, read_reports
 from tasks.storage import Storage
 
@@ -77,7 +78,7 @@ def test_artifacts_mirror_the_source_tree_and_a_manifest_is_written(jpeg_run):
     manifest = json.load(open(os.path.join(request.dest, "runs", run_id, "manifest.json")))
     assert manifest["status"] == "completed" and manifest["params"] == {"quality": 60}
     assert manifest["versions"]["prefect"].startswith("3.8")
-    parquet = os.path.join(request.dest, "reports", f"run_id={run_id}")
+    parquet = report_folder(request.dest, run_id)
     assert all(pq.read_schema(os.path.join(parquet, f)).names == list(COLUMNS) for f in os.listdir(parquet))
 
 

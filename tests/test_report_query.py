@@ -25,7 +25,8 @@ from tasks import plan, shard
 from tasks.html_report import error_map, markdown_summary, render_html
 from tasks.plan import ShardSpec, write_marker
 from tasks.query import codec_stats, compare_runs, error_rows, open_reports, worst_images
-from tasks.report import read_reports, report_url, write_report
+from tasks.layout import report_url
+from tasks.report import read_reports, write_report
 from tasks.storage import Storage, write_bytes
 
 runner = CliRunner()

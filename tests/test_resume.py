@@ -20,8 +20,10 @@ import psutil
 import pytest
 
 from flows.params import CompressRequest
-from tasks.plan import finished_shards, make_run_id, marker_url, prepare_run
-from tasks.report import read_reports, report_url, write_report
+from tasks.layout import finished_shards, marker_url
+from tasks.plan import make_run_id, prepare_run
+from tasks.layout import report_url
+from tasks.report import read_reports, write_report
 from tasks.shard import compress_one, compress_shard
 from tasks.storage import DestinationError, list_files, write_bytes
 from compressors import get_codec
