@@ -89,7 +89,7 @@ def test_the_cli_reads_each_kinds_options_as_flags():
 
 def test_float16_storage_halves_the_file_and_loads_as_float32(tiny_kind):
     torch.manual_seed(1)
-    module = Tiny(8)
+    module = Tiny(64)
     _, full, _ = models.serialize(module, {})
     mid, half, meta = models.serialize(module, {}, dtype="float16")
     assert len(half) < 0.6 * len(full) and json.loads(meta)["stored_dtype"] == "float16"
