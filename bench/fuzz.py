@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 INPUT_TARGET = "decode_image"
+RESTORE = ".restore"  # target "<codec>.restore": the codec's restore (original bytes from an exact artifact)
 INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x3FFF, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF,
                0xFFFFFFFF, 16383, 65500)
 OPS = ("flip", "byte", "int", "truncate", "insert", "delete", "splice", "dims")
@@ -70,6 +71,17 @@ def codec_seeds(name: str) -> list[bytes]:
                 out.append(codec.encode(image, **p))
             except Exception:  # noqa: BLE001  (e.g. no trained model: random-byte cases only)
                 pass
+    if "lossless" in codec.params:  # exact artifacts: pixels coded losslessly, JPEGs transcoded
+        from PIL import Image
+        from skimage import data as samples
+
+        photo = np.ascontiguousarray(samples.astronaut()[100:260, 150:310])
+        for image in (smooth, smooth[..., :1].copy(), photo):
+            out.append(codec.compress(image, lossless=True, effort=1).data)
+        for image in (photo, photo[..., :1], photo[:96]):
+            buf = io.BytesIO()
+            Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buf, format="JPEG", quality=85)
+            out.append(codec.compress(np.ascontiguousarray(image), source=buf.getvalue(), lossless=True).data)
     return out
 
 
@@ -128,6 +140,13 @@ def size_fields(data: bytes) -> list[tuple[int, str]]:
         return at(b"ihdr", 4, ">I") + at(b"\xff\x51", 6, ">I")
     if data.startswith(b"IMPA"):
         return [(14, "<I"), (18, "<I")]
+    if data.startswith(b"\xff\x0a"):  # JPEG XL codestream: the SizeHeader's bits start at byte 2
+        return [(2, "<I")]
+    if data.startswith(b"\x00\x00\x00\x0cJXL "):  # JPEG XL container: the first codestream box
+        for box, skip in ((b"jxlc", 4 + 2), (b"jxlp", 8 + 2)):
+            i = data.find(box)
+            if i >= 0:
+                return [(i + skip, "<I")]
     return []
 
 
@@ -177,13 +196,25 @@ def decoder_for(target: str):
         from compressors.imageio import ImageError, decode_image
 
         return (lambda data: decode_image(data).image), ImageError
+    import numpy as np
+
     from compressors import get_codec
 
+    if target.endswith(RESTORE):
+        codec = get_codec(target.removesuffix(RESTORE))
+
+        def restore(data: bytes):
+            original = codec.restore(data)
+            if original is not None and not isinstance(original, bytes):
+                raise TypeError(f"restore returned {type(original).__name__}")
+            return np.zeros((1, 1, 1), np.uint8)  # "decoded": the original (or None: a pixel artifact)
+
+        return restore, ValueError
     return get_codec(target).decode, ValueError
 
 
 def seeds_for(target: str) -> list[bytes]:
-    return input_seeds() if target == INPUT_TARGET else codec_seeds(target)
+    return input_seeds() if target == INPUT_TARGET else codec_seeds(target.removesuffix(RESTORE))
 
 
 # ---------------------------------------------------------------- the worker process
@@ -317,7 +348,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=12_000, help="total cases, split evenly over the targets")
     parser.add_argument("--targets", nargs="*", default=None,
-                        help=f"codec names and/or {INPUT_TARGET} (default: every registered codec + {INPUT_TARGET})")
+                        help=f"codec names, <codec>{RESTORE} and/or {INPUT_TARGET} (default: every registered "
+                             f"codec, every codec's restore, {INPUT_TARGET})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hang-seconds", type=float, default=30.0, help="no progress this long is a hang")
     parser.add_argument("--cap-mb", type=int, default=2048, help="per-process cap on new data mappings")
@@ -337,7 +369,8 @@ def main(argv=None) -> int:
             print(f"rejected: {exc}")
         return 0
 
-    targets = args.targets or [*sorted(CODECS), INPUT_TARGET]
+    restorers = [name + RESTORE for name, codec in sorted(CODECS.items()) if codec.restore_fn is not None]
+    targets = args.targets or [*sorted(CODECS), *restorers, INPUT_TARGET]
     per_target = math.ceil(args.cases / len(targets))
     failures_dir = os.path.join(args.out, "fuzz-failures")
     rows = []

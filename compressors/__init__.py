@@ -3,7 +3,7 @@
 Importing this package registers every codec.
 """
 
-from compressors import autoencoder, classical, kmeans  # noqa: F401  (importing registers the codecs)
+from compressors import autoencoder, classical, jxl, kmeans  # noqa: F401  (importing registers the codecs)
 from compressors.registry import CODECS, Codec, Encoded, Param, get_codec, register
 
 __all__ = ["CODECS", "Codec", "Encoded", "Param", "get_codec", "register"]

@@ -47,6 +47,24 @@ class Decoded:
     source_mode: str  # Pillow mode before conversion, e.g. "I;16", "CMYK"
     conversion: str  # ";"-joined rules applied, "" when none
 
+    @property
+    def pixel_exact(self) -> bool:
+        """Whether ``image`` holds every sample of the source as a viewer shows it.
+
+        True when no rule was applied or only rules that change the layout, not a value
+        (a palette expanded, equal RGB channels kept once, an all-opaque alpha dropped,
+        bilevel as 0/255 gray): a lossless code of ``image`` then restores the source's
+        pixels exactly. False after alpha compositing, 16-bit narrowing, EXIF rotation,
+        colour conversion or taking one frame of many.
+        """
+        return all(step in PIXEL_PRESERVING for step in self.conversion.split(";") if step)
+
+
+# The rules below that keep every sample value (see Decoded.pixel_exact).
+PIXEL_PRESERVING = frozenset(
+    {"palette expanded", "equal RGB channels stored as grayscale", "opaque alpha dropped", "bilevel to grayscale"}
+)
+
 
 class ImageError(ValueError):
     """The bytes are not an image this pipeline can use; the message says why."""

@@ -34,6 +34,8 @@ class Param:
             if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
                 raise ValueError(f"{owner}: {name} must be true or false, got {value!r}")
             value = word in ("1", "true", "yes", "on")
+        elif self.kind is bool and not (isinstance(value, (bool, int)) and value in (0, 1)):
+            raise ValueError(f"{owner}: {name} must be true or false, got {value!r}")
         try:
             value = self.kind(value)
         except (TypeError, ValueError):
@@ -56,6 +58,12 @@ class Encoded:
 
     data: bytes
     decision: Mapping[str, Any] = field(default_factory=dict)
+    # Which way this image went, for a codec with several (``jxl --lossless``: "transcode",
+    # "lossless" or "stored"); the report's ``route`` column. None: the codec has one way.
+    route: str | None = None
+    # The artifact's suffix when it is not the codec's usual format; "" means the artifact
+    # *is* the source file, kept as it is under its own name (``data`` == the source bytes).
+    extension: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,11 @@ class Codec:
     image). A codec with ``takes_source=True`` also receives the source file's bytes as
     ``source=`` (``None`` when there is no file, e.g. an array from a test): the contract
     stays pixels in, bytes out, and such a codec may use the original bytes too.
+
+    ``restore_fn(data)``, when a codec has one, gives back the *original file's bytes* from
+    an artifact that holds them exactly (a JPEG losslessly transcoded to JPEG XL), or
+    ``None`` for an artifact that holds pixels only; like ``decode_fn`` it validates the
+    untrusted artifact and raises ``ValueError`` (a checksum mismatch included).
     """
 
     name: str
@@ -77,6 +90,7 @@ class Codec:
     params: Mapping[str, Param] = field(default_factory=dict)
     description: str = ""
     takes_source: bool = False
+    restore_fn: Callable[[bytes], bytes | None] | None = None
 
     def canonical_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Fill defaults, coerce types, check bounds; ``None`` values count as unset.
@@ -116,6 +130,14 @@ class Codec:
         image = self.decode_fn(bytes(data))
         check_image(image)
         return image
+
+    def restore(self, data: bytes) -> bytes | None:
+        """The original file's bytes when this artifact holds them exactly, else ``None``."""
+        if self.restore_fn is None:
+            return None
+        if len(data) == 0:
+            raise ValueError(f"{self.name}: empty artifact")
+        return self.restore_fn(bytes(data))
 
 
 CODECS: dict[str, Codec] = {}

@@ -53,7 +53,7 @@ def test_decoder_rejects_empty_and_foreign_bytes_with_value_error(name):
         codec.decode(b"this is not an artifact of any codec" * 4)
 
 
-@pytest.mark.parametrize("name", ["jpeg", "webp", "avif", "jpeg2000"])
+@pytest.mark.parametrize("name", ["jpeg", "webp", "avif", "jpeg2000", "jxl"])
 def test_higher_quality_costs_more_bytes_and_gains_psnr(name):
     codec = get_codec(name)
     image = _rgb(128, 128)
@@ -64,7 +64,8 @@ def test_higher_quality_costs_more_bytes_and_gains_psnr(name):
 
 @pytest.mark.parametrize(
     "name, blob_start, offset",
-    [("jpeg", b"\xff\xd8\xff", 0), ("webp", b"WEBP", 8), ("avif", b"ftypavi", 4), ("jpeg2000", b"\x00\x00\x00\x0cjP", 0)],
+    [("jpeg", b"\xff\xd8\xff", 0), ("webp", b"WEBP", 8), ("avif", b"ftypavi", 4), ("jpeg2000", b"\x00\x00\x00\x0cjP", 0),
+     ("jxl", b"\xff\x0a", 0)],
 )
 def test_classical_artifacts_are_standard_files(name, blob_start, offset):
     blob = get_codec(name).encode(_rgb())

@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import compressors.classical as classical
+import compressors.jxl as jxl
 from compressors import CODECS, get_codec
 from compressors.imageio import ImageError, decode_image
 from compressors.registry import check_image
@@ -90,7 +91,25 @@ def seed_artifacts(name: str) -> list[bytes]:
                 out.append(codec.encode(image, **params))
             except Exception:  # noqa: BLE001  (a codec that cannot encode here, e.g. no model: no seeds)
                 pass
+    if "lossless" in codec.params:  # exact artifacts too: pixels coded losslessly, a JPEG transcoded
+        from skimage import data as samples
+
+        photo = np.ascontiguousarray(samples.astronaut()[100:260, 150:310])  # big enough to transcode
+        for image in (images[0], images[1], photo):
+            out.append(codec.compress(image, lossless=True, effort=1).data)
+        for image in (photo, photo[:, :, :1]):
+            out.append(codec.compress(image, source=_jpeg(image), lossless=True).data)
     return out
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    """A JPEG file of ``image``: the source a ``takes_source`` codec is given (others ignore it)."""
+    from PIL import Image
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
 
 
 def fix_checksums(data: bytearray, template: bytes) -> bytearray:
@@ -161,8 +180,9 @@ def decode_case(name: str, data: bytes) -> str:
 @pytest.fixture
 def policed(name, monkeypatch):
     """Lower the classical pixel limit, bound memory and time for the cases of codec ``name``."""
-    is_classical = get_codec(name).decode_fn.__module__ == classical.__name__
-    monkeypatch.setattr(classical, "MAX_PIXELS", 2_000_000)  # 2 Mpx: at most ~30 MB to decode one
+    is_classical = get_codec(name).decode_fn.__module__ in (classical.__name__, jxl.__name__)
+    for module in (classical, jxl):
+        monkeypatch.setattr(module, "MAX_PIXELS", 2_000_000)  # 2 Mpx: at most ~30 MB to decode one
     for seed in seed_artifacts(name)[:1]:
         get_codec(name).decode(seed)  # load the libraries before the headroom is measured
     with hang_guard(600), memory_headroom(HEADROOM["classical" if is_classical else "other"]):
@@ -185,6 +205,33 @@ def test_mutated_artifacts_decode_or_raise_value_error(name, policed):
     print(f"\n{name}: {len(outcomes)} mutated cases, {outcomes.count('decoded')} decoded, "
           f"{outcomes.count('rejected')} rejected with ValueError")
     assert len(outcomes) >= min(EXAMPLES, 100)
+    assert "rejected" in outcomes  # the mutations did reach the validation
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in CODECS.items() if c.restore_fn is not None))
+def test_mutated_artifacts_restore_or_raise_value_error(name, policed):
+    """``restore`` (original bytes back from an exact artifact) is a decoder of untrusted bytes too."""
+    seeds = seed_artifacts(name)
+    outcomes: list[str] = []
+
+    @FUZZ_SETTINGS
+    @given(data=mutated(seeds))
+    def run(data):
+        start = time.perf_counter()
+        try:
+            original = get_codec(name).restore(data)
+        except ValueError as exc:
+            assert str(exc), "a rejection must say why"
+            outcomes.append("checksum" if "checksum" in str(exc) else "rejected")
+        else:
+            assert original is None or isinstance(original, bytes)
+            outcomes.append("pixels" if original is None else "restored")
+        assert time.perf_counter() - start < CASE_SECONDS
+
+    run()
+    print(f"\n{name}: {len(outcomes)} mutated cases restored: {outcomes.count('restored')}, pixel artifacts: "
+          f"{outcomes.count('pixels')}, rejected: {outcomes.count('rejected')}, caught by the checksum: "
+          f"{outcomes.count('checksum')}")
     assert "rejected" in outcomes  # the mutations did reach the validation
 
 
@@ -222,6 +269,14 @@ def _claiming(name: str, width: int, height: int) -> bytes | None:
     elif data.startswith(b"\x89PNG\r\n\x1a\n"):  # PNG: IHDR, with its CRC made right again
         struct.pack_into(">II", data, 16, width, height)
         struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    elif data.startswith(b"\xff\x0a"):  # JPEG XL codestream: its SizeHeader rewritten bit by bit
+        bits = jxl._Bits(bytes(data[2:]))
+        jxl._size(bits, (), jxl._SIZE, div8_is_u32=False)  # where the old SizeHeader ends
+        rest = int.from_bytes(data[2:], "little") >> bits.pos
+        # div8=0, U32 selector 3 (30 bits) for height-1, ratio 0, selector 3 for width-1: 68 bits
+        head = (3 << 1) | ((height - 1) << 3) | (3 << 36) | ((width - 1) << 38)
+        total = 68 + 8 * (len(data) - 2) - bits.pos
+        data = bytearray(b"\xff\x0a" + (head | rest << 68).to_bytes((total + 7) // 8, "little"))
     elif data.startswith(b"IMPA"):  # imgpress container: H, W after magic, ids and model id; CRC32 last
         struct.pack_into("<II", data, 14, height, width)
         struct.pack_into("<I", data, len(data) - 4, zlib.crc32(bytes(data[:-4])))
