@@ -320,6 +320,42 @@ def server(
         stop_server(proc)
 
 
+@app.command()
+def web(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (loopback: only this machine)"),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port of the page (0: any free port)"),
+    max_megapixels: float = typer.Option(25.0, min=0.001, help="Refuse larger images (checked before decoding)"),
+    max_upload_mb: float = typer.Option(50.0, min=0.001, help="Refuse larger files (checked before reading them)"),
+    workers: int = typer.Option(2, min=1, help="Images decoded or compressed at once"),
+    queue: int = typer.Option(6, min=0, help="Requests that may wait for those; more are told the server is busy"),
+) -> None:
+    """Try codecs on your own images in the browser: upload, compare two settings, download.
+
+    The page uses the same codec registry, input rules and metrics as `compress`. Files stay
+    in one temporary folder, removed when the server stops (Ctrl-C)."""
+    import sys
+
+    from imgpress.web import Limits, bind, serve
+
+    limits = Limits(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=int(max_megapixels * 1e6),
+                    workers=workers, queue=queue)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        console.print(f"[red]cannot listen on {host}:{port}: {exc.strerror or exc}[/red] (is it taken? try --port)")
+        raise typer.Exit(1) from None
+    bound_port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]listening on {host}: anyone who reaches this port can upload images[/yellow]")
+    typer.echo(f"imgpress web: http://{shown}:{bound_port}/  (Ctrl-C stops it)")
+    sys.stdout.flush()
+    try:
+        serve(sock, limits)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown
+        pass
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,

@@ -18,14 +18,12 @@ then its marker. Each write is whole-or-nothing (:func:`tasks.storage.write_byte
 from __future__ import annotations
 
 import errno
-import json
-import time
 
 import numpy as np
 
 from compressors import get_codec
 from compressors.imageio import ImageError, decode_image, encode_png, max_file_bytes
-from compressors.metrics import psnr, ssim
+from compressors.roundtrip import measure
 from tasks.models import ensure_model
 from tasks.layout import artifact_url, report_url
 from tasks.plan import ShardSpec, write_marker
@@ -83,30 +81,15 @@ def compress_one(spec: ShardSpec, codec, params: dict, rel: str, size: int) -> d
     row["source_bytes"] = len(data)
     try:
         src = decode_image(data, max_pixels=spec.max_pixels)
-        image = src.image
-        h, w, c = image.shape
+        h, w, c = src.image.shape
         row.update(source_format=src.source_format, conversion=src.conversion, width=w, height=h, channels=c)
-        t0 = time.perf_counter()
-        encoded = codec.compress(image, source=data, **params)
-        blob = encoded.data
-        t1 = time.perf_counter()
-        if encoded.decision:
-            row["decision"] = json.dumps(dict(encoded.decision), sort_keys=True, separators=(",", ":"))
-        decoded = codec.decode(blob)
-        t2 = time.perf_counter()
-        reference = _match_channels(image, decoded)
-        row.update(psnr=psnr(reference, decoded), ssim=ssim(reference, decoded))
-        row.update(encode_ms=(t1 - t0) * 1e3, decode_ms=(t2 - t1) * 1e3, metrics_ms=_ms(t2))
+        measured = measure(codec, src.image, params, source=data)
     except Exception as exc:  # noqa: BLE001  (whatever one image does, it is that image's row)
         row["error"] = _message(exc)
         return row
     url = artifact_url(spec.dest, spec.run_id, rel, codec.extension)
-    _write(url, blob, spec.storage)
-    n = len(blob)
-    row.update(
-        status="ok", artifact=url, artifact_bytes=n, bpp=n * 8 / (w * h),
-        compression_ratio=row["source_bytes"] / n, raw_compression_ratio=w * h * c / n,
-    )
+    _write(url, measured.encoded.data, spec.storage)
+    row.update(status="ok", artifact=url, **measured.fields(row["source_bytes"]))
     return row
 
 
@@ -212,18 +195,6 @@ def _write(url: str, data: bytes | None, storage: Storage, *, rows: list[dict] |
         raise
     except Exception as exc:  # the destination, not the image, failed
         raise DestinationError(f"cannot write {url}: {_message(exc)}") from exc
-
-
-def _match_channels(reference: np.ndarray, decoded: np.ndarray) -> np.ndarray:
-    if reference.shape == decoded.shape:
-        return reference
-    if reference.shape[:2] == decoded.shape[:2] and reference.shape[2] == 1:
-        return np.repeat(reference, decoded.shape[2], axis=2)
-    raise ValueError(f"codec returned shape {decoded.shape} for an image of shape {reference.shape}")
-
-
-def _ms(since: float) -> float:
-    return (time.perf_counter() - since) * 1e3
 
 
 def _message(exc: BaseException) -> str:

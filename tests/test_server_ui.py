@@ -7,12 +7,12 @@ Dask cluster, exactly as a user's served deployment would.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
 
 import pytest
+from _browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from _subprocesses import background, process_env, tail, wait_for_final_state, wait_until
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -21,24 +21,9 @@ from prefect.client.schemas.sorting import FlowRunSort
 from imgpress.demo import SAMPLES
 from tasks.report import read_reports
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 RUN_TIMEOUT_MS = 300_000
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM} (apt install chromium)"
-    ),
-]
+pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 @pytest.fixture
