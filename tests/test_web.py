@@ -269,8 +269,9 @@ def _served(app):
 
 def test_the_form_is_the_registry_at_request_time(tmp_path):
     """A codec registered after the app started appears in the form with its parameters."""
-    probe = Codec("zz-probe", ".zz", lambda image, level: b"x", lambda data: np.zeros((1, 1, 1), np.uint8),
-                  {"level": Param(3, 1, 9, "probe level"), "ratio": Param(None, 0.5, 2.0, "probe", kind=float)})
+    probe = Codec("zz-probe", ".zz", lambda image, **params: b"x", lambda data: np.zeros((1, 1, 1), np.uint8),
+                  {"level": Param(3, 1, 9, "probe level"), "ratio": Param(None, 0.5, 2.0, "probe", kind=float),
+                   "mode": Param("fast", help="probe mode", kind=str, choices=("fast", "slow"))})
     with _served(create_app(temp_root=str(tmp_path))) as client:
         before = {c["name"] for c in client.get("/api/codecs").json()["codecs"]}
         CODECS[probe.name] = probe
@@ -280,8 +281,12 @@ def test_the_form_is_the_registry_at_request_time(tmp_path):
             del CODECS[probe.name]
     assert before == set(CODECS) and set(after) == set(CODECS) | {probe.name}
     assert after[probe.name]["params"] == [
-        {"name": "level", "kind": "int", "default": 3, "min": 1, "max": 9, "help": "probe level", "choices": None},
-        {"name": "ratio", "kind": "float", "default": None, "min": 0.5, "max": 2.0, "help": "probe", "choices": None},
+        {"name": "level", "kind": "int", "default": 3, "min": 1, "max": 9, "help": "probe level", "choices": None,
+         "keywords": None},
+        {"name": "ratio", "kind": "float", "default": None, "min": 0.5, "max": 2.0, "help": "probe", "choices": None,
+         "keywords": None},
+        {"name": "mode", "kind": "str", "default": "fast", "min": None, "max": None, "help": "probe mode",
+         "choices": ["fast", "slow"], "keywords": None},
     ]
     for codec in after.values():
         if codec["name"] in CODECS:

@@ -236,9 +236,6 @@ def default_codec() -> str:
 
 def _param_form(name: str, spec) -> dict[str, Any]:
     kind = {int: "int", float: "float", bool: "bool"}.get(spec.kind, "str")
-    choices = getattr(spec, "choices", None)
-    if callable(choices):
-        choices = choices()
     return {
         "name": name,
         "kind": kind,
@@ -246,7 +243,9 @@ def _param_form(name: str, spec) -> dict[str, Any]:
         "min": spec.lo,
         "max": spec.hi,
         "help": spec.help,
-        "choices": sorted(map(str, choices)) if choices else None,
+        "choices": [_jsonable(c) for c in spec.choices] or None,
+        # words a numeric parameter takes besides its range (e.g. kmeans colors "elbow"), where a Param has them
+        "keywords": list(getattr(spec, "keywords", ())) or None,
     }
 
 

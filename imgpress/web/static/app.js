@@ -135,6 +135,13 @@ function paramField(letter, p, remembered) {
   } else if (p.kind === "bool") {
     input = el("input", { ...common, type: "checkbox" });
     input.checked = Boolean(value);
+  } else if ((p.kind === "int" || p.kind === "float") && p.keywords) {
+    // a number or one of the parameter's words: free text with the words offered
+    const list = el("datalist", { id: `${id}-words` }, ...p.keywords.map((w) => el("option", { value: w })));
+    input = el("input", { ...common, type: "text", list: list.id, spellcheck: "false",
+                          "data-keywords": p.keywords.join(" "), placeholder: p.default === null ? "auto" : null });
+    input.value = value === null || value === undefined ? "" : String(value);
+    wrap.append(label, el("div", { class: "inputs" }, input, list));
   } else if (p.kind === "int" || p.kind === "float") {
     input = el("input", {
       ...common, type: "number", min: p.min, max: p.max, step: p.kind === "int" ? 1 : "any",
@@ -177,7 +184,9 @@ function readParams(letter, raw = false) {
     if (kind === "bool") v = input.checked;
     else if (input.value.trim() === "") v = null;
     else if (raw) v = input.value;
-    else if (kind === "int" || kind === "float") {
+    else if (input.dataset.keywords && input.dataset.keywords.split(" ").includes(input.value.trim())) {
+      v = input.value.trim();
+    } else if (kind === "int" || kind === "float") {
       v = Number(input.value);
       if (!Number.isFinite(v) || (kind === "int" && !Number.isInteger(v))) {
         throw new Error(`setting ${letter}: ${input.dataset.param} must be ${kind === "int" ? "a whole number" : "a number"}`);
