@@ -26,6 +26,8 @@ import numpy as np
 import pytest
 from _browser import CHROMIUM, CHROMIUM_ARGS
 from _subprocesses import tail, wait_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from compressors import CODECS, Codec, Param, get_codec
@@ -246,6 +248,36 @@ def test_the_api_refuses_oversized_bodies_and_unknown_ids_with_messages(web_serv
         assert r.status_code == 404 and r.json()["error"], path
     r = httpx.post(url + "api/images/0123456789abcdef/compress", json={"codec": "jpeg"})
     assert r.status_code == 404 and "upload it again" in r.json()["error"]
+
+
+def _small_files() -> list[bytes]:
+    from skimage import data
+
+    img = data.astronaut()[::16, ::16]
+    out = []
+    for fmt in ("PNG", "JPEG", "WEBP", "GIF"):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format=fmt)
+        out.append(buf.getvalue())
+    return out
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(_small_files()), cut=st.integers(0, 4000),
+       flips=st.lists(st.tuples(st.integers(0, 4000), st.integers(1, 255)), max_size=6))
+def test_any_upload_gets_an_image_or_a_one_line_message(web_server, seed, cut, flips):
+    """Truncated and bit-flipped images: 200 with the image, or a 4xx with a short message, never a 500."""
+    data = bytearray(seed[: max(cut, 1)])
+    for at, xor in flips:
+        if at < len(data):
+            data[at] ^= xor
+    r = httpx.post(web_server["url"] + "api/images", content=bytes(data), headers={"X-Filename": "f.png"}, timeout=60)
+    if r.status_code == 200:
+        assert r.json()["width"] == 32 and r.json()["height"] == 32
+    else:
+        assert r.status_code in (400, 415, 422), r.text
+        message = r.json()["error"]
+        assert message.startswith("f.png: ") and "\n" not in message and "Traceback" not in message
 
 
 @contextlib.contextmanager

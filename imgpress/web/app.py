@@ -313,10 +313,12 @@ def compress_upload(ws: Workspace, upload: Upload, codec_name: str, params: dict
     (folder / "decoded.png").write_bytes(encode_png(m.decoded, compress_level=1))
     (folder / "error.png").write_bytes(encode_png(error_map(m.reference, m.decoded), compress_level=1))
     h, w, c = src.image.shape
-    artifact_name = upload.name + codec.extension  # the pipeline's rule: <source path><codec ext>
+    # The pipeline's naming: <source name><codec ext>, or the suffix this image's artifact got.
+    extension = codec.extension if m.encoded.extension is None else m.encoded.extension
+    artifact_name = upload.name + extension
     info = {
         "id": rid, "image": upload.id, "name": upload.name, "codec": codec.name, "params": _jsonable(canonical),
-        "extension": codec.extension, "width": w, "height": h, "channels": c,
+        "extension": extension or "original file", "route": m.encoded.route, "width": w, "height": h, "channels": c,
         "conversion": src.conversion, "source_bytes": len(data),
         "decision": _jsonable(dict(m.encoded.decision)) or None,
         **_jsonable({k: v for k, v in m.fields(len(data)).items() if k != "decision"}),

@@ -33,6 +33,9 @@ function el(tag, attrs = {}, ...children) {
 function fmtBytes(n) {
   return Number(n).toLocaleString("en-US");
 }
+function fmtSize(n) {
+  return n >= 2 ** 20 ? `${+(n / 2 ** 20).toFixed(1)} MiB` : `${fmtBytes(n)} bytes`;
+}
 function fmtPsnr(v) {
   return v === "inf" ? "∞ (lossless)" : Number(v).toFixed(2);
 }
@@ -307,7 +310,7 @@ function runClicked() {
 const METRICS = [
   ["codec", "codec", (r) => r.codec],
   ["params", "parameters", (r) => paramsText(r.params)],
-  ["decision", "codec chose", (r) => (r.decision ? paramsText(r.decision) : "–")],
+  ["decision", "codec chose", (r) => paramsText({ ...(r.decision || {}), route: r.route }) || "–"],
   ["psnr", "PSNR dB", (r) => fmtPsnr(r.psnr)],
   ["ssim", "SSIM", (r) => fmtNum(r.ssim, 4)],
   ["bpp", "bits per pixel", (r) => fmtNum(r.bpp, 3)],
@@ -585,7 +588,7 @@ async function start() {
     return;
   }
   $("#full-scale").textContent = String(state.fullScale);
-  $("#limits").textContent = `up to ${fmtBytes(state.limits.max_upload_bytes)} bytes and `
+  $("#limits").textContent = `up to ${fmtSize(state.limits.max_upload_bytes)} and `
     + `${(state.limits.max_pixels / 1e6).toLocaleString("en-US")} megapixels per image`;
   for (const L of SETTINGS) {
     buildSetting(L);
