@@ -34,7 +34,16 @@ from compressors import CODECS, Codec, Param, get_codec
 from compressors.imageio import decode_image
 from compressors.metrics import psnr, ssim
 from imgpress.web import bind
-from imgpress.web.app import TEMP_PREFIX, Limits, WebError, create_app, error_map
+from imgpress.web.app import (
+    TEMP_PREFIX,
+    Limits,
+    WebError,
+    Workspace,
+    accept_upload,
+    compress_upload,
+    create_app,
+    error_map,
+)
 
 MAX_UPLOAD_MB = 1  # small limits, so the test can cross them cheaply
 MAX_MEGAPIXELS = 1
@@ -345,6 +354,41 @@ def test_work_beyond_the_bound_is_refused_as_busy(tmp_path, photo):
         assert r.status_code == 400 and r.json() == {"error": "jpeg: quality=0 is outside [1, 100]"}
         assert len(list(tmp_path.glob(TEMP_PREFIX + "*"))) == 1
     assert list(tmp_path.iterdir()) == []  # the workspace went with the app
+
+
+def test_the_workspace_keeps_the_newest_uploads_and_results_and_removes_the_rest(tmp_path, photo):
+    ws = Workspace(Limits(keep_images=2, keep_results=3), str(tmp_path))
+    try:
+        ids = [accept_upload(ws, f"{i}.png", photo.read_bytes())["id"] for i in range(3)]
+        with pytest.raises(WebError, match="no longer on the server"):
+            ws.upload(ids[0])
+        assert sorted(p.name for p in ws.root.iterdir()) == sorted([*ids[1:], "pid"])
+        results = [compress_upload(ws, ws.upload(ids[2]), "jpeg", {"quality": q})["id"] for q in (10, 20, 30, 40)]
+        with pytest.raises(WebError):
+            ws.result(results[0])
+        assert sorted(p.name for p in (ws.root / ids[2]).iterdir()) == sorted(
+            ["source", "original.png", *results[1:]])
+        accept_upload(ws, "3.png", photo.read_bytes())
+        accept_upload(ws, "4.png", photo.read_bytes())  # pushes image 2 out, with its results
+        with pytest.raises(WebError):
+            ws.result(results[-1])
+    finally:
+        ws.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_workspace_left_by_a_killed_server_is_removed_at_the_next_start(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tmp_path / (TEMP_PREFIX + "orphan")
+    orphan.mkdir()
+    (orphan / "pid").write_text(str(dead.pid))
+    alive = tmp_path / (TEMP_PREFIX + "alive")
+    alive.mkdir()
+    (alive / "pid").write_text(str(os.getppid()))  # another live process: its server is running
+    ws = Workspace(Limits(), str(tmp_path))
+    ws.close()
+    assert not orphan.exists() and alive.exists()
 
 
 def test_error_map_is_black_where_exact_and_white_from_full_scale():

@@ -49,6 +49,7 @@ TEMP_PREFIX = "imgpress-web-"
 # The error map's colour scale: an absolute error of this many levels (or more) is white.
 ERROR_MAP_FULL_SCALE = 32
 _ID = re.compile(r"^[0-9a-f]{16}$")
+_DROPPED = "{name} is no longer on the server (it keeps the most recent uploads); upload it again"
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ class Workspace:
         with self._lock:
             upload = self._uploads.get(uid) if _ID.match(uid) else None
             if upload is None:
-                raise WebError(404, "this image is no longer on the server (it keeps the most recent ones); upload it again")
+                raise WebError(404, _DROPPED.format(name="this image"))
             self._uploads.move_to_end(uid)
             return upload
 
@@ -297,7 +298,10 @@ def compress_upload(ws: Workspace, upload: Upload, codec_name: str, params: dict
         canonical = codec.canonical_params(params)
     except ValueError as exc:
         raise WebError(400, str(exc)) from None
-    data = upload.source.read_bytes()
+    try:
+        data = upload.source.read_bytes()
+    except FileNotFoundError:
+        raise WebError(404, _DROPPED.format(name=upload.name)) from None
     src = decode_image(data, max_pixels=ws.limits.max_pixels)  # accepted once: the same rules again
     try:
         m = measure(codec, src.image, canonical, source=data)
@@ -308,10 +312,13 @@ def compress_upload(ws: Workspace, upload: Upload, codec_name: str, params: dict
         if not isinstance(exc, (ValueError, ImageError)):
             text = f"{type(exc).__name__}: {text}"
         raise WebError(422, f"{upload.name}: {codec.name} failed: {text}") from None
-    rid, folder = ws.new_result(upload)
-    (folder / "artifact").write_bytes(m.encoded.data)
-    (folder / "decoded.png").write_bytes(encode_png(m.decoded, compress_level=1))
-    (folder / "error.png").write_bytes(encode_png(error_map(m.reference, m.decoded), compress_level=1))
+    try:
+        rid, folder = ws.new_result(upload)
+        (folder / "artifact").write_bytes(m.encoded.data)
+        (folder / "decoded.png").write_bytes(encode_png(m.decoded, compress_level=1))
+        (folder / "error.png").write_bytes(encode_png(error_map(m.reference, m.decoded), compress_level=1))
+    except FileNotFoundError:  # newer uploads pushed this one out meanwhile
+        raise WebError(404, _DROPPED.format(name=upload.name)) from None
     h, w, c = src.image.shape
     # The pipeline's naming: <source name><codec ext>, or the suffix this image's artifact got.
     extension = codec.extension if m.encoded.extension is None else m.encoded.extension
