@@ -173,6 +173,7 @@ def train(
     init_state: tuple[bytes, bytes] | None = None,
     checkpoint_path: str | Path | None = None,
     log: Callable[[str], None] = print,
+    export_only: bool = False,
 ) -> tuple[MeanScaleHyperprior, dict[str, Any]]:
     """Train (or fine-tune) the variable-rate codec; return ``(model, metadata)``.
 
@@ -184,7 +185,9 @@ def train(
     time, optimizer). Seeds are local (a torch Generator / numpy Generator), never global.
     """
     cfg = config or TrainConfig()
-    if cfg.minutes <= 0 and cfg.steps <= 0:
+    if export_only and not (checkpoint_path and Path(checkpoint_path).exists()):
+        raise ValueError("export_only needs an existing checkpoint")
+    if cfg.minutes <= 0 and cfg.steps <= 0 and not export_only:
         raise ValueError("give a budget: config.minutes > 0 or config.steps > 0")
     device = torch.device(device)
     torch.manual_seed(seed)  # parameter init and uniform noise draw from torch's default generator
@@ -241,7 +244,7 @@ def train(
     acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "n": 0}
     history: list[dict] = []
     skipped = 0
-    while progress() < 1.0:
+    while not export_only and progress() < 1.0:
         for g in opt.param_groups:
             g["lr"] = _lr_at(cfg, progress())
         x = sampler.batch(cfg.batch).to(device)
@@ -272,7 +275,7 @@ def train(
         if ckpt is not None and now - t_ckpt >= cfg.checkpoint_every_s:
             _save_checkpoint(ckpt, model, opt, {"step": step, "elapsed_s": elapsed, "rng": rng.bit_generator.state}, ema)
             t_ckpt = now
-    if ckpt is not None:
+    if ckpt is not None and not export_only:
         _save_checkpoint(ckpt, model, opt, {"step": step, "elapsed_s": elapsed, "rng": rng.bit_generator.state}, ema)
 
     if ema is not None:
@@ -339,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (see bench/train_speed.py)")
     p.add_argument("--ema", type=float, default=TrainConfig.ema, help="weight-average decay (0 = off)")
+    p.add_argument("--export", action="store_true",
+                   help="write the model of --checkpoint (its weight average) now, without training further "
+                        "(give the same --init and --lambdas as the run)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -352,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         w = Path(a.init)
         init = (w.read_bytes(), w.with_suffix(".json").read_bytes())
     model, meta = train(a.data, cfg, device=a.device, seed=a.seed, init_state=init,
-                        checkpoint_path=a.checkpoint or None, log=lambda s: print(s, flush=True))
+                        checkpoint_path=a.checkpoint or None, log=lambda s: print(s, flush=True), export_only=a.export)
     meta["training"]["command"] = "python -m compressors.autoencoder.train " + " ".join(argv or __import__("sys").argv[1:])
     mid = save_model_dir(model, meta, a.out)
     print(json.dumps({"model_id": mid, "out": str(a.out), "steps": meta["training"]["steps"],
