@@ -25,17 +25,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import math
 import multiprocessing as mp
 import os
 import random
-import re
 import resource
-import struct
 import sys
 import time
-import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,111 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 INPUT_TARGET = "decode_image"
 RESTORE = ".restore"  # target "<codec>.restore": the codec's restore (original bytes from an exact artifact)
-INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x3FFF, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF,
-               0xFFFFFFFF, 16383, 65500)
-OPS = ("flip", "byte", "int", "truncate", "insert", "delete", "splice", "dims")
-HUGE = (0, 1, 0x3FFF, 0x7FFF, 0xFFFF, 0x10000, 12_000, 65_500, 100_000, 0x7FFFFFFF, 0xFFFFFFFF)
 
-
-# ---------------------------------------------------------------- cases (pure functions of the seed)
-
-
-def codec_seeds(name: str) -> list[bytes]:
-    import numpy as np
-
-    from compressors import get_codec
-
-    codec = get_codec(name)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:24, 0:40]
-    smooth = np.dstack([(xx * 6) % 256, (yy * 10) % 256, ((xx + yy) * 4) % 256]).astype(np.uint8)
-    images = [smooth, smooth[..., :1].copy(), rng.integers(0, 256, (9, 13, 3), dtype=np.uint8),
-              np.full((1, 1, 3), 77, np.uint8), rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)]
-    params = [{"quality": q} for q in (5, 50, 95)] if "quality" in codec.params else [{}]
-    out = []
-    for image in images:
-        for p in params:
-            try:
-                out.append(codec.encode(image, **p))
-            except Exception:  # noqa: BLE001  (e.g. no trained model: random-byte cases only)
-                pass
-    if "lossless" in codec.params:  # exact artifacts: pixels coded losslessly, JPEGs transcoded
-        from PIL import Image
-        from skimage import data as samples
-
-        photo = np.ascontiguousarray(samples.astronaut()[100:260, 150:310])
-        for image in (smooth, smooth[..., :1].copy(), photo):
-            out.append(codec.compress(image, lossless=True, effort=1).data)
-        for image in (photo, photo[..., :1], photo[:96]):
-            buf = io.BytesIO()
-            Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buf, format="JPEG", quality=85)
-            out.append(codec.compress(np.ascontiguousarray(image), source=buf.getvalue(), lossless=True).data)
-    return out
-
-
-def input_seeds() -> list[bytes]:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(1)
-    img = Image.fromarray(rng.integers(0, 256, (12, 17, 3), dtype=np.uint8))
-    frames = [img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
-    variants = [
-        ("PNG", img, {}), ("PNG", img.convert("P", palette=Image.Palette.ADAPTIVE, colors=8), {"transparency": 0}),
-        ("PNG", img.convert("L").convert("I;16"), {}), ("PNG", img.convert("LA"), {}), ("JPEG", img, {}),
-        ("JPEG", img.convert("CMYK"), {}), ("GIF", frames[0], {"save_all": True, "append_images": frames[1:]}),
-        ("TIFF", img, {}), ("TIFF", img.convert("L").convert("F"), {}), ("BMP", img, {}),
-        ("WEBP", img.convert("RGBA"), {"lossless": True}), ("WEBP", img, {"quality": 50}),
-        ("JPEG2000", img, {}), ("AVIF", img, {}), ("ICO", img, {}), ("PPM", img, {}), ("TGA", img, {}),
-    ]
-    out = []
-    for fmt, im, kw in variants:
-        buf = io.BytesIO()
-        im.save(buf, format=fmt, **kw)
-        out.append(buf.getvalue())
-    return out
-
-
-def fix_checksums(data: bytearray, template: bytes) -> bytearray:
-    if template.startswith(b"\x89PNG\r\n\x1a\n"):
-        pos = 8
-        while pos + 12 <= len(data):
-            (length,) = struct.unpack_from(">I", data, pos)
-            if pos + 12 + length > len(data):
-                break
-            struct.pack_into(">I", data, pos + 8 + length, zlib.crc32(bytes(data[pos + 4 : pos + 8 + length])))
-            pos += 12 + length
-    elif len(template) > 4 and struct.unpack("<I", template[-4:])[0] == zlib.crc32(template[:-4]) and len(data) > 4:
-        struct.pack_into("<I", data, len(data) - 4, zlib.crc32(bytes(data[:-4])))
-    return data
-
-
-def size_fields(data: bytes) -> list[tuple[int, str]]:
-    """Where this artifact's format keeps its width and height: ``(offset, struct format)``."""
-    def at(marker: bytes, skip: int, fmt: str, count: int = 2) -> list[tuple[int, str]]:
-        i = data.find(marker)
-        return [] if i < 0 else [(i + skip + k * struct.calcsize(fmt), fmt) for k in range(count)]
-
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return [(16, ">I"), (20, ">I")]
-    if data.startswith(b"\xff\xd8\xff"):
-        return at(b"\xff\xc0", 5, ">H") + at(b"\xff\xc2", 5, ">H")
-    if data[8:12] == b"WEBP":
-        return at(b"\x9d\x01\x2a", 3, "<H") + at(b"VP8X", 8, "<I", 1)
-    if data[4:12] in (b"ftypavif", b"ftypavis"):
-        return at(b"ispe", 8, ">I")
-    if data.startswith(b"\x00\x00\x00\x0cjP  "):
-        return at(b"ihdr", 4, ">I") + at(b"\xff\x51", 6, ">I")
-    if data.startswith(b"IMPA"):
-        return [(14, "<I"), (18, "<I")]
-    if data.startswith(b"\xff\x0a"):  # JPEG XL codestream: the SizeHeader's bits start at byte 2
-        return [(2, "<I")]
-    if data.startswith(b"\x00\x00\x00\x0cJXL "):  # JPEG XL container: the first codestream box
-        for box, skip in ((b"jxlc", 4 + 2), (b"jxlp", 8 + 2)):
-            i = data.find(box)
-            if i >= 0:
-                return [(i + skip, "<I")]
-    return []
+from compressors.fuzzing import codec_seeds, input_seeds, max_rss, mutate, vm_data  # noqa: E402
 
 
 def make_case(seeds: list[bytes], seed: int, target: str, i: int) -> tuple[str, bytes]:
@@ -156,38 +49,7 @@ def make_case(seeds: list[bytes], seed: int, target: str, i: int) -> tuple[str, 
     if not seeds or r.random() < 0.1:
         prefix = r.choice(seeds)[: r.randint(0, 16)] if seeds else b""
         return "random", prefix + r.randbytes(r.randint(0, 2048))
-    template = r.choice(seeds)
-    data = bytearray(template)
-    for _ in range(r.randint(1, 4)):
-        if not data:
-            break
-        pos = r.randint(0, min(63, len(data) - 1)) if r.random() < 0.5 else r.randint(0, len(data) - 1)
-        op = r.choice(OPS)
-        if op == "flip":
-            data[pos] ^= 1 << r.randint(0, 7)
-        elif op == "byte":
-            data[pos] = r.randint(0, 255)
-        elif op == "int":
-            fmt = r.choice((">H", "<H", ">I", "<I"))
-            value = r.choice(INTERESTING) & (0xFFFF if fmt.endswith("H") else 0xFFFFFFFF)
-            if pos + struct.calcsize(fmt) <= len(data):
-                struct.pack_into(fmt, data, pos, value)
-        elif op == "dims":  # a header claiming another (often huge) shape
-            for offset, fmt in size_fields(bytes(data)):
-                if r.random() < 0.7 and offset + struct.calcsize(fmt) <= len(data):
-                    struct.pack_into(fmt, data, offset, r.choice(HUGE) & (0xFFFF if fmt.endswith("H") else 0xFFFFFFFF))
-        elif op == "truncate":
-            del data[pos:]
-        elif op == "insert":
-            data[pos:pos] = r.randbytes(r.randint(1, 32))
-        elif op == "delete":
-            del data[pos : pos + r.randint(1, 64)]
-        else:
-            start = r.randint(0, len(data) - 1)
-            data[pos:pos] = data[start : start + r.randint(1, 256)]
-    if r.random() < 0.5:
-        data = fix_checksums(data, template)
-    return "mutated", bytes(data)
+    return "mutated", mutate(r.choice(seeds), r)
 
 
 def decoder_for(target: str):
@@ -220,15 +82,6 @@ def seeds_for(target: str) -> list[bytes]:
 # ---------------------------------------------------------------- the worker process
 
 
-def _vm_data() -> int:
-    with open("/proc/self/status") as fh:
-        return int(re.search(r"VmData:\s+(\d+) kB", fh.read()).group(1)) * 1024
-
-
-def _maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
 def worker(target: str, seed: int, start: int, stop: int, cap_bytes: int, progress, conn, failures_dir: str):
     import warnings
 
@@ -244,9 +97,9 @@ def worker(target: str, seed: int, start: int, stop: int, cap_bytes: int, progre
             decode(s)
         except Exception:  # noqa: BLE001
             pass
-    baseline = _maxrss_bytes()
+    baseline = max_rss()
     soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    resource.setrlimit(resource.RLIMIT_DATA, (min(_vm_data() + cap_bytes, hard), hard))
+    resource.setrlimit(resource.RLIMIT_DATA, (min(vm_data() + cap_bytes, hard), hard))
     stats = {"decoded": 0, "rejected": 0, "crash": 0, "memory": 0, "cases": 0, "max_ms": 0.0, "max_ms_case": -1,
              "rss_growth": 0, "rss_case": -1, "times": [], "crashes": [], "seeds": len(seeds)}
     for i in range(start, stop):
@@ -272,7 +125,7 @@ def worker(target: str, seed: int, start: int, stop: int, cap_bytes: int, progre
         stats["times"].append(ms)
         if ms > stats["max_ms"]:
             stats["max_ms"], stats["max_ms_case"] = ms, i
-        growth = _maxrss_bytes() - baseline
+        growth = max_rss() - baseline
         if growth > stats["rss_growth"]:
             stats["rss_growth"], stats["rss_case"] = growth, i
     progress[0] = stop

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from compressors import get_codec
 from flows.params import CompressRequest
 from flows.runner import dask_runner
-from tasks import html_report
 from tasks import prefect_tasks as t
-from tasks.models import ensure_model, is_url
+from tasks.plan import resolve_codec_params
 from tasks.storage import Storage
-
-
-# The run's summary for people (markdown on the run page, HTML next to the manifest).
-write_run_report = task(html_report.publish_run_views, name="write_run_report", cache_policy=NO_CACHE)
 
 
 @flow(name="compress-collection", task_runner=dask_runner(), log_prints=True)
@@ -26,10 +20,7 @@ def compress_collection(request: CompressRequest) -> dict:
     logger = get_run_logger()
     codec = get_codec(request.codec)
     storage = Storage(endpoint_url=request.endpoint_url)
-    wanted, model_url = request.codec_params(), None
-    if request.model and is_url(request.model):
-        model_url, wanted["model"] = request.model, ensure_model(request.model, storage)
-    params = codec.canonical_params(wanted)
+    params, model_url = resolve_codec_params(codec.name, request.codec_params(), storage)
     plan = t.prepare_run(
         request.source, request.dest, codec.name, params, shard_size=request.shard_size,
         storage=storage, max_pixels=int(request.max_megapixels * 1e6), model_url=model_url,
@@ -44,7 +35,7 @@ def compress_collection(request: CompressRequest) -> dict:
         key=f"compress-{plan.run_id}", table=[summary],
         description=f"imgpress {codec.name} run {plan.run_id}: {request.source} -> {request.dest}",
     )
-    markdown, html_url = write_run_report(request.dest, plan.run_id, storage, summary)
+    markdown, html_url = t.write_run_report(request.dest, plan.run_id, storage, summary)
     create_markdown_artifact(
         key=f"compress-{plan.run_id}-summary", markdown=markdown,
         description=f"HTML report: {html_url}" if html_url else "imgpress run summary",

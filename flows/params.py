@@ -1,16 +1,23 @@
 """Flow parameters as pydantic models: the Prefect UI renders them as a form.
 
-The codec dropdown is built from the one codec registry, so a new codec appears in the
-CLI, the flows and the form at once.
+Nothing about a codec is written here: the codec dropdown and one section per codec
+(its parameters with their kinds, bounds, defaults and help) are built from the one
+codec registry (:data:`compressors.CODECS`), so a new codec or a new ``Param`` appears
+in the form, the CLI (which builds its options from the same sections and from the
+run-level fields of :class:`CompressRequest`) and the flows at once.
+
+A run-level option (not a codec's) is one ``Field`` on ``_RunFields``: the form shows it
+and ``imgpress compress`` gets a ``--option`` for it (str, int, float, bool or Literal).
 """
 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from compressors import CODECS
+from compressors import CODECS, Param
 from compressors.models import TRAINERS
 
 CodecName = Enum("CodecName", {name: name for name in CODECS}, type=str)
@@ -24,32 +31,105 @@ class StorageFields(BaseModel):
     )
 
 
-class CompressRequest(StorageFields):
+def section_name(codec: str) -> str:
+    """The form field holding ``codec``'s parameters (a Python identifier)."""
+    return codec.replace("-", "_")
+
+
+def param_type(p: Param) -> Any:
+    """The value type of a parameter in the form (and the CLI): its kind, or its choices."""
+    if p.choices:
+        return Literal[tuple(p.choices)]
+    return p.kind
+
+
+def param_description(p: Param) -> str:
+    default = "chosen by the codec" if p.default is None else p.default
+    return f"{p.help or 'no help given'} (default: {default})"
+
+
+def _section(codec) -> type[BaseModel]:
+    fields = {
+        name: (Optional[param_type(p)], Field(None, ge=p.lo, le=p.hi, description=param_description(p)))
+        for name, p in codec.params.items()
+    }
+    model = create_model(
+        f"{section_name(codec.name).title().replace('_', '')}Params",
+        __config__=ConfigDict(extra="forbid", title=codec.name),
+        __doc__=codec.description or codec.name,
+        **fields,
+    )
+    return model
+
+
+SECTIONS: dict[str, type[BaseModel]] = {name: _section(codec) for name, codec in CODECS.items()}
+
+
+class _RunFields(StorageFields):
     """Compress every image under `source` into `dest`, with a Parquet report per shard."""
 
-    model_config = ConfigDict(use_enum_values=True)
+    # extra="forbid": a misspelt field is refused by the server, not ignored (flat codec
+    # parameters from Python callers are moved into their section before this applies).
+    model_config = ConfigDict(use_enum_values=True, extra="forbid")
 
     source: str = Field(..., min_length=1, description="Folder or fsspec URL of the images (read recursively), e.g. s3://bucket/photos")
     dest: str = Field(..., min_length=1, description="Folder or fsspec URL for artifacts/, reports/ and runs/")
-    codec: CodecName = Field("kmeans", description="Which codec compresses the images")
-    quality: int | None = Field(
-        None, ge=1, le=100, description="jpeg/webp/avif/jpeg2000: 1..100; autoencoder: its quality level"
+    codec: CodecName = Field(
+        "kmeans", description="Which codec compresses the images; only its section below is used"
     )
-    colors: int | None = Field(None, ge=2, le=256, description="kmeans: palette size")
-    target_psnr: float | None = Field(
-        None, ge=10, le=80, description="kmeans: the smallest palette reaching this PSNR (dB)"
-    )
-    model: str | None = Field(None, description="autoencoder: model id or URL of a trained model (default: shipped)")
     shard_size: int = Field(64, ge=1, le=10_000, description="Images per shard (one Dask task each)")
     max_megapixels: float = Field(
         100.0, gt=0, le=2000, description="Larger images are refused as possible decompression bombs"
     )
     fail_on_error: bool = Field(False, description="Fail the run when any image gives an error row")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_codec_params(cls, data: Any) -> Any:
+        """``CompressRequest(codec="jpeg", quality=60)``: put flat codec parameters in their codec's section."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        codec = data.get("codec", cls.model_fields["codec"].default)
+        codec = getattr(codec, "value", codec)
+        known = {name for c in CODECS.values() for name in c.params}
+        flat = {k: data.pop(k) for k in list(data) if k in known and k not in cls.model_fields}
+        flat = {k: v for k, v in flat.items() if v is not None}
+        if flat and codec in CODECS:
+            section = section_name(codec)
+            current = data.get(section) or {}
+            current = current.model_dump(exclude_none=True) if isinstance(current, BaseModel) else dict(current)
+            unknown = sorted(set(flat) - set(CODECS[codec].params))
+            if unknown:
+                takes = ", ".join(sorted(CODECS[codec].params)) or "no parameters"
+                raise ValueError(f"codec {codec!r} does not take {', '.join(unknown)} (it takes {takes})")
+            data[section] = {**current, **flat}
+        return data
+
     def codec_params(self) -> dict:
-        """The codec parameters the user set (unset ones stay None and take the codec's default)."""
-        fields = {"quality": self.quality, "colors": self.colors, "target_psnr": self.target_psnr, "model": self.model}
-        return {k: v for k, v in fields.items() if v is not None}
+        """The chosen codec's parameters that were set (unset ones take the codec's default)."""
+        section = getattr(self, section_name(self.codec))
+        return section.model_dump(exclude_none=True)
+
+    def with_codec_params(self, **params: Any):
+        """A copy with some of the chosen codec's parameters changed."""
+        return type(self).model_validate({**self.model_dump(), **self.codec_params(), **params})
+
+
+CompressRequest = create_model(
+    "CompressRequest",
+    __base__=_RunFields,
+    __doc__=_RunFields.__doc__,
+    **{
+        section_name(name): (
+            model,
+            Field(default_factory=model, title=name, description=f"{name}: {model.__doc__}"),
+        )
+        for name, model in SECTIONS.items()
+    },
+)
+CODEC_SECTIONS = frozenset(section_name(n) for n in CODECS)
+RUN_FIELDS = tuple(n for n in _RunFields.model_fields if n not in ("source", "dest", "codec"))
 
 
 class DecompressRequest(StorageFields):

@@ -7,21 +7,17 @@ files, and which plain function trains it.
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
 
 from compressors.models import get_trainer
 from flows.params import TrainRequest
 from flows.runner import dask_runner, gpu_annotation
+from tasks import prefect_tasks as t
 from tasks import training
 from tasks.storage import Storage, list_files
 
-sample_crops = task(training.sample_crops, name="sample_crops", cache_policy=NO_CACHE, retries=2)
-read_files = task(training.read_files, name="read_files", cache_policy=NO_CACHE, retries=2)
-train_model_task = task(training.train_model, name="train_model", cache_policy=NO_CACHE)
-publish_model = task(training.publish_model, name="publish_model", cache_policy=NO_CACHE, retries=2)
 
 # A training run is long; its result wait is bounded anyway so nothing hangs forever.
 RESULT_SLACK_S = 30 * 60
@@ -40,12 +36,12 @@ def train_model(request: TrainRequest) -> dict:
         raise ValueError(f"no training files under {request.source}")
     chunks = [files[i : i + request.shard_size] for i in range(0, len(files), request.shard_size)]
     if trainer.data == "files":
-        futures = read_files.map(unmapped(request.source), chunks, unmapped(storage))
+        futures = t.read_files.map(unmapped(request.source), chunks, unmapped(storage))
         data = dict(sorted(item for f in as_completed(futures) for item in f.result().items()))
         logger.info("%d files read from %s", len(data), request.source)
     else:
         per_image = max(1, -(-request.crops // len(files)))
-        futures = sample_crops.map(
+        futures = t.sample_crops.map(
             unmapped(request.source), chunks, unmapped(per_image), unmapped(request.crop_size),
             unmapped(request.seed), unmapped(storage),
         )
@@ -56,12 +52,12 @@ def train_model(request: TrainRequest) -> dict:
         logger.info("%d crops of %d px from %d images", len(data), request.crop_size, len(files))
     init = training.init_state(request.init_model, request.kind, storage)
     with gpu_annotation(logger):
-        future = train_model_task.submit(
+        future = t.train_model.submit(
             request.kind, data, options=request.options, minutes=request.minutes, max_steps=request.max_steps,
             seed=request.seed, init=init,
         )
     model_id, weights, meta = future.result(timeout=request.minutes * 60 + RESULT_SLACK_S)
-    url = publish_model(request.model_dest, model_id, weights, meta, storage)
+    url = t.publish_model(request.model_dest, model_id, weights, meta, storage)
     summary = training.summary_of(model_id, url, meta)
     logger.info("%s model %s written to %s", request.kind, model_id, url)
     return summary

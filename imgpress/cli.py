@@ -1,54 +1,64 @@
-"""The ``imgpress`` command line: wiring over the flows and the report functions."""
+"""The ``imgpress`` command line: wiring over the flows and the report functions.
+
+What it shows is :mod:`imgpress.render`'s business; the ``compress`` options are derived
+by :mod:`imgpress.options` from the codec registry and the flow's request.
+"""
 
 from __future__ import annotations
 
 import json
-import math
-import threading
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from compressors import CODECS, get_codec
+from imgpress.options import with_options
+from imgpress.render import ShardProgress, console, machine_json, print_query, print_report, print_summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
-console = Console(stderr=True)
 
-CODEC_HELP = "One of: " + ", ".join(sorted(CODECS))
+CODEC_HELP = "One of: " + "; ".join(f"{n} ({c.description})" if c.description else n for n, c in sorted(CODECS.items()))
 
 
-@app.command()
 def compress(
     source: str = typer.Argument(..., help="Folder or fsspec URL of images (recursive)"),
     dest: str = typer.Argument(..., help="Folder or fsspec URL for artifacts/, reports/, runs/"),
     codec: str = typer.Option("kmeans", help=CODEC_HELP),
-    quality: Optional[int] = typer.Option(None, help="jpeg/webp/avif/jpeg2000 1..100; autoencoder level"),
-    colors: Optional[int] = typer.Option(None, help="kmeans palette size 2..256"),
-    target_psnr: Optional[float] = typer.Option(None, help="kmeans: smallest palette reaching this PSNR"),
-    model: Optional[str] = typer.Option(None, help="autoencoder: model id or URL"),
-    shard_size: int = typer.Option(64, help="Images per shard (one Dask task each)"),
     dask_address: Optional[str] = typer.Option(None, help="Existing Dask scheduler (default: a local cluster)"),
     workers: Optional[int] = typer.Option(None, help="Local cluster worker processes (default: one per core)"),
-    endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL"),
-    max_megapixels: float = typer.Option(100.0, help="Refuse larger images (decompression bombs)"),
-    fail_on_error: bool = typer.Option(False, help="Exit non-zero when any image fails"),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON"),
+    **options,
 ) -> None:
-    """Compress every image under SOURCE into DEST and write a Parquet report."""
-    from flows.params import CompressRequest
+    """Compress every image under SOURCE into DEST and write a Parquet report.
 
-    request = _validated(
-        CompressRequest, source=source, dest=dest, codec=codec, quality=quality, colors=colors,
-        target_psnr=target_psnr, model=model, shard_size=shard_size, endpoint_url=endpoint_url,
-        max_megapixels=max_megapixels, fail_on_error=fail_on_error,
-    )
+    The codec options below come from the codec registry (each lists the codecs that
+    take it, with their bounds); the run options from the flow's request (the same
+    fields as the Prefect UI form).
+    """
+    request = compress_request(source, dest, codec, options)
     summary = run_compress(request, dask_address=dask_address, workers=workers)
-    _print_summary(summary, json_out)
-    if fail_on_error and summary["errors"]:
+    print_summary(summary, json_out)
+    if request.fail_on_error and summary["errors"]:
         raise typer.Exit(1)
+
+
+def compress_request(source: str, dest: str, codec: str, options: dict):
+    """The ``CompressRequest`` the options describe: run fields, and the chosen codec's parameters."""
+    from flows.params import RUN_FIELDS, CompressRequest
+
+    run = {k: v for k, v in options.items() if k in RUN_FIELDS}
+    params = {k: v for k, v in options.items() if k not in RUN_FIELDS and v is not None}
+    return _validated(CompressRequest, source=source, dest=dest, codec=codec, **run, **params)
+
+
+def _compress_options() -> list:
+    from flows.params import RUN_FIELDS, CompressRequest
+    from imgpress.options import codec_parameters, run_parameters
+
+    return run_parameters(CompressRequest, RUN_FIELDS) + codec_parameters()
+
+
+app.command()(with_options(compress, _compress_options()))
 
 
 def run_compress(request, *, dask_address: str | None = None, workers: int | None = None, progress: bool = True) -> dict:
@@ -56,14 +66,15 @@ def run_compress(request, *, dask_address: str | None = None, workers: int | Non
     from flows.compress import compress_collection
     from flows.runner import dask_runner
     from imgpress.prefect_api import prefect_api
-    from tasks.plan import make_run_id
+    from tasks.plan import make_run_id, resolve_codec_params
     from tasks.storage import Storage
 
-    codec = get_codec(request.codec)
-    run_id = make_run_id(request.source, codec.name, codec.canonical_params(request.codec_params()))
+    storage = Storage(endpoint_url=request.endpoint_url)
+    params, _ = resolve_codec_params(request.codec, request.codec_params(), storage)
+    run_id = make_run_id(request.source, request.codec, params)
     flow = compress_collection.with_options(task_runner=dask_runner(dask_address, workers))
     with prefect_api(echo=console.print):
-        with _ShardProgress(request.dest, run_id, Storage(endpoint_url=request.endpoint_url), enabled=progress):
+        with ShardProgress(request.dest, run_id, storage, enabled=progress):
             try:
                 return flow(request)
             except RuntimeError as exc:
@@ -138,12 +149,12 @@ def report(
     if json_out:
         # Only statistics asked: the list of runs, as it always was. More asked: an object
         # with "runs" and one key per answer ("worst", "errors", "compare", "html").
-        typer.echo(_json(answer if len(answer) > 2 else answer["runs"]))
+        typer.echo(machine_json(answer if len(answer) > 2 else answer["runs"]))
         return
     if not answer["runs"]:
         console.print(f"no finished reports under {dest}" + (f" for run(s) {', '.join(run)}" if run else ""))
         raise typer.Exit(1)
-    _print_report(dest, answer)
+    print_report(dest, answer)
 
 
 def _report_answers(dest, storage, *, run_ids=None, worst=0, errors=False, compare=None, html=None) -> dict:
@@ -165,55 +176,6 @@ def _report_answers(dest, storage, *, run_ids=None, worst=0, errors=False, compa
 
         answer["html"] = write_html_report(dest, html, storage, run_ids=run_ids, worst=worst or 6)
     return answer
-
-
-def _print_report(dest: str, answer: dict) -> None:
-    from tasks.query import METRICS
-
-    out = _stdout()
-    table = Table(title=f"imgpress report: {dest}")
-    for c in ("codec", "params", "run_id", "images", "ok", "errors", "metric", "mean", "p50", "p90", "p99"):
-        table.add_column(c, justify="left" if c in ("codec", "params", "run_id", "metric") else "right")
-    for r in answer["runs"]:
-        for i, m in enumerate(METRICS):
-            head = [r["codec"], _params_text(r["params"]), r["run_id"], str(r["images"]), str(r["ok"]),
-                    str(r["errors"])] if i == 0 else [""] * 6
-            table.add_row(*head, m, *(_fmt(r[f"{k}_{m}"]) for k in ("mean", "p50", "p90", "p99")),
-                          end_section=i == len(METRICS) - 1)
-    out.print(table)
-    if "worst" in answer:
-        _print_rows(out, f"worst {len(answer['worst'])} images by PSNR", answer["worst"],
-                    ("source", "codec", "params", "run_id", "bpp", "psnr", "ssim"))
-    if "errors" in answer:
-        _print_rows(out, f"{len(answer['errors'])} errors", answer["errors"],
-                    ("source", "codec", "run_id", "error"))
-    if "compare" in answer:
-        table = Table(title="runs against the baseline, on the images both coded")
-        for c in ("run_id", "codec", "params", "common images", "bpp", "PSNR dB", "SSIM", "lower PSNR"):
-            table.add_column(c, overflow="fold")
-        for r in answer["compare"]:
-            change = f" ({r['bpp_change']:+.0%})" if r["bpp_change"] is not None else ""
-            table.add_row(
-                r["run_id"], r["codec"] or "-", _params_text(r["params"]), str(r["common_images"]),
-                f"{_fmt(r['baseline_bpp'])} -> {_fmt(r['bpp'])}{change}",
-                f"{_fmt(r['baseline_psnr'])} -> {_fmt(r['psnr'])} ({_signed(r['psnr_delta'])})",
-                f"{_fmt(r['baseline_ssim'])} -> {_fmt(r['ssim'])} ({_signed(r['ssim_delta'])})",
-                str(r["images_with_lower_psnr"]),
-            )
-        out.print(f"baseline: {answer['compare'][0]['baseline']}" if answer["compare"]
-                  else "nothing to compare")
-        out.print(table)
-    if "html" in answer:
-        console.print(f"HTML report: {answer['html']}")
-
-
-def _print_rows(out: Console, title: str, rows: list[dict], columns: tuple[str, ...]) -> None:
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c, overflow="fold")
-    for r in rows:
-        table.add_row(*(_params_text(r[c]) if c == "params" else _fmt(r.get(c)) for c in columns))
-    out.print(table)
 
 
 @app.command()
@@ -245,15 +207,9 @@ def query(
         console.print(f"[red]query failed:[/red] {exc}")
         raise typer.Exit(2) from None
     if json_out:
-        typer.echo(_json(result.records()))
+        typer.echo(machine_json(result.records()))
         return
-    table = Table(show_lines=False)
-    for c in result.columns:
-        table.add_column(c, overflow="fold")
-    for row in result.records():
-        table.add_row(*(_fmt(row[c]) for c in result.columns))
-    _stdout().print(table)
-    console.print(f"{len(result.rows)} row(s)")
+    print_query(result)
 
 
 @app.command()
@@ -269,7 +225,7 @@ def serve(
     from prefect import serve as prefect_serve
     from prefect.settings import PREFECT_API_URL
 
-    from deployments import runner_deployments
+    from deployments.specs import runner_deployments
 
     if not PREFECT_API_URL.value():
         console.print("[red]PREFECT_API_URL is not set.[/red] Start a server (`imgpress server`) and export "
@@ -447,7 +403,7 @@ def demo(
         run_compress(request, workers=workers)
     from tasks.storage import Storage
 
-    _print_report(results, _report_answers(results, Storage(), errors=True))
+    print_report(results, _report_answers(results, Storage(), errors=True))
 
 
 def _validated(request_model, /, **fields):
@@ -461,95 +417,6 @@ def _validated(request_model, /, **fields):
     except (ValidationError, ValueError) as exc:
         console.print(f"[red]invalid arguments:[/red] {exc}")
         raise typer.Exit(2) from None
-
-
-def _print_summary(summary: dict, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-        return
-    console.print(
-        f"run {summary['run_id']}: {summary['ok']} ok, {summary['errors']} errors of {summary['images']} images "
-        f"({summary['images_skipped_as_done']} already done); bpp {_fmt(summary['mean_bpp'])}, "
-        f"PSNR {_fmt(summary['mean_psnr'])} dB, SSIM {_fmt(summary['mean_ssim'])}"
-    )
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float) and not math.isfinite(v):
-        return "-" if math.isnan(v) else str(v)
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
-    return "-" if v is None else str(v)
-
-
-def _stdout() -> Console:
-    """Tables on stdout; piped into a file or a pager they keep a readable width."""
-    out = Console()
-    return out if out.is_terminal else Console(width=160)
-
-
-def _signed(v) -> str:
-    return "-" if v is None else f"{v:+.4f}" if abs(v) < 10 else f"{v:+.2f}"
-
-
-def _params_text(params_json) -> str:
-    try:
-        params = json.loads(params_json or "{}")
-    except (TypeError, ValueError):
-        return str(params_json)
-    return " ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
-
-
-def _json(obj) -> str:
-    """Strict JSON for machines: NaN becomes null, infinite PSNR (lossless) the string "inf"."""
-
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    return json.dumps(clean(obj), indent=2, default=str, allow_nan=False)
-
-
-class _ShardProgress:
-    """A progress bar fed by the shard markers the run writes (works for any cluster)."""
-
-    def __init__(self, dest, run_id, storage, *, enabled=True):
-        self.dest, self.run_id, self.storage, self.enabled = dest, run_id, storage, enabled
-        self._stop = threading.Event()
-
-    def __enter__(self):
-        if self.enabled:
-            self._thread = threading.Thread(target=self._poll, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self.enabled:
-            self._thread.join(timeout=5)
-
-    def _poll(self):
-        from tasks.layout import finished_shards
-        from tasks.plan import read_manifest
-
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task(f"shards of {self.run_id}", total=None)
-            while not self._stop.wait(1.0):
-                try:
-                    manifest = read_manifest(self.dest, self.run_id, self.storage)
-                    if manifest is None:
-                        continue
-                    base = manifest["shards_already_done"]
-                    done = len(finished_shards(self.dest, self.run_id, self.storage)) - base
-                    bar.update(task, total=manifest["shards_planned"], completed=max(done, 0))
-                except Exception:  # progress is best-effort; the run's result is what counts
-                    continue
 
 
 if __name__ == "__main__":

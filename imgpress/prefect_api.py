@@ -2,6 +2,15 @@
 
 Dask worker processes inherit ``PREFECT_API_URL`` from the environment; without it each
 worker would start its own temporary server (slow, measured in DESIGN.md).
+
+A server this module starts never outlives the process that started it, however that
+process ends (SIGKILL included): the server runs under a small guard process
+(``python -m imgpress.prefect_api guard FD -- CMD``) that holds the read end of a pipe
+whose only write end stays in the starting process. When that process dies, the kernel
+closes the pipe, the guard reads EOF and stops the server's whole process group. The
+guard and the server sit in their own session, so Ctrl-C in the terminal reaches the
+CLI (which stops the server after sending its logs) and a kill of the CLI's process
+group does not take the guard down before it has done its work.
 """
 
 from __future__ import annotations
@@ -38,11 +47,8 @@ def start_server(port: int | None = None, *, host: str = "127.0.0.1", env: dict 
     server_env.pop("PREFECT_API_URL", None)
     # The UI calls the API from the browser; without this it assumes port 4200.
     server_env.setdefault("PREFECT_UI_API_URL", api_url)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
-        env=server_env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
+    proc = guarded(cmd, env=server_env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -50,16 +56,80 @@ def start_server(port: int | None = None, *, host: str = "127.0.0.1", env: dict 
         if healthy(api_url):
             return proc, api_url
         time.sleep(0.5)
-    proc.terminate()
+    stop_server(proc)
     raise RuntimeError(f"prefect server did not answer on {api_url} within 180 s")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    proc.terminate()  # the guard stops the server's group, then exits
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=GRACE_S + 10)
     except subprocess.TimeoutExpired:
         proc.kill()
+    if getattr(proc, "lifeline", None) is not None:
+        os.close(proc.lifeline)
+        proc.lifeline = None
+
+
+GRACE_S = 15  # SIGTERM, then this long, then SIGKILL
+
+
+def guarded(cmd: list[str], **popen) -> subprocess.Popen:
+    """Start ``cmd`` under a guard that stops it (and its children) when this process dies.
+
+    Returns the guard's ``Popen``: terminating it stops ``cmd`` too. The pipe's write end
+    (``proc.lifeline``) stays open here, close-on-exec, so no other child holds it.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imgpress.prefect_api", "guard", str(read_end), "--", *cmd],
+            pass_fds=(read_end,), start_new_session=True, **popen,
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    proc.lifeline = write_end
+    return proc
+
+
+def _guard(fd: int, cmd: list[str]) -> int:
+    """Run ``cmd`` in its own process group until it exits, EOF on ``fd``, or SIGTERM; then stop the group."""
+    import select  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    def stop(*_):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the starter decides; a terminal's Ctrl-C is not for us
+    child = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        while child.poll() is None:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if ready and not os.read(fd, 1):
+                break  # EOF: the process that started us is gone
+        return child.returncode or 0
+    finally:
+        if child.poll() is None:
+            _stop_group(child)
+
+
+def _stop_group(child: subprocess.Popen) -> None:
+    import signal  # noqa: PLC0415
+
+    for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, sig)
+        try:
+            child.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError):  # anything the server left in its group
+        os.killpg(child.pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -87,3 +157,9 @@ def _drain_logs() -> None:
     from prefect.logging.handlers import APILogWorker  # noqa: PLC0415
 
     APILogWorker.drain_all(timeout=10)
+
+
+if __name__ == "__main__":  # python -m imgpress.prefect_api guard FD -- CMD ...
+    if len(sys.argv) > 3 and sys.argv[1] == "guard" and sys.argv[3] == "--":
+        sys.exit(_guard(int(sys.argv[2]), sys.argv[4:]))
+    sys.exit("usage: python -m imgpress.prefect_api guard FD -- CMD ...")

@@ -18,14 +18,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-import math
 from datetime import datetime, timezone
 from typing import Iterable
 
 import numpy as np
 from PIL import Image
 
+from tasks.formatting import finite, number, params_text
 from tasks.layout import html_report_url
 from tasks.query import METRICS, codec_stats, error_rows, open_reports, worst_images
 from tasks.storage import Storage, join, read_bytes, write_bytes
@@ -109,7 +108,7 @@ def publish_run_views(
     except Exception as exc:  # noqa: BLE001
         problems.append(f"The reports could not be read back: {type(exc).__name__}: {exc}")
         markdown = f"# imgpress run `{run_id}`\n\nDestination: `{dest}`\n\n" + "".join(
-            f"- {k}: {_num(v)}\n" for k, v in (summary or {}).items()
+            f"- {k}: {number(v)}\n" for k, v in (summary or {}).items()
         )
     return markdown + "".join(f"\n{_md_cell(p)}\n" for p in problems), html_url
 
@@ -127,21 +126,21 @@ def markdown_summary(
         lines += [f"HTML report (plots, worst images): `{html_url}`", ""]
     for s in stats:
         lines += [
-            f"**{s['codec']}** {_params(s['params'])}: "
+            f"**{s['codec']}** {params_text(s['params'])}: "
             f"{s['ok']} ok, {s['errors']} errors of {s['images']} images",
             "",
             "| metric | mean | p50 | p90 | p99 |",
             "|---|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {m} | " + " | ".join(_num(s[f"{k}_{m}"]) for k in ("mean", "p50", "p90", "p99")) + " |"
+            f"| {m} | " + " | ".join(number(s[f"{k}_{m}"]) for k in ("mean", "p50", "p90", "p99")) + " |"
             for m in METRICS
         ]
         lines.append("")
     if worst_rows:
         lines += ["## Worst images by PSNR", "", "| source | bpp | PSNR | SSIM |", "|---|---:|---:|---:|"]
         lines += [
-            f"| `{r['source']}` | {_num(r['bpp'])} | {_num(r['psnr'])} | {_num(r['ssim'])} |"
+            f"| `{r['source']}` | {number(r['bpp'])} | {number(r['psnr'])} | {number(r['ssim'])} |"
             for r in worst_rows
         ]
         lines.append("")
@@ -172,7 +171,7 @@ def _rd_plot(points: list[dict], stats: list[dict]) -> bytes:
     ax = fig.add_subplot()
     colors = _colors([p["codec"] for p in points])
     for codec, color in colors.items():
-        mine = [p for p in points if p["codec"] == codec and _finite(p["psnr"])]
+        mine = [p for p in points if p["codec"] == codec and finite(p["psnr"])]
         ax.scatter(
             [p["bpp"] for p in mine], [p["psnr"] for p in mine], s=12, alpha=0.35, color=color, linewidths=0
         )
@@ -193,7 +192,7 @@ def _rd_plot(points: list[dict], stats: list[dict]) -> bytes:
             )
             for bpp, psnr, params in means:
                 ax.annotate(
-                    _params(params), (bpp, psnr), textcoords="offset points", xytext=(5, 5), fontsize=7
+                    params_text(params), (bpp, psnr), textcoords="offset points", xytext=(5, 5), fontsize=7
                 )
     ax.set_xlabel("bits per pixel (artifact bytes x 8 / pixels)")
     ax.set_ylabel("PSNR (dB, data_range 255)")
@@ -209,12 +208,12 @@ def _histograms(points: list[dict]) -> bytes:
     colors = _colors([p["codec"] for p in points])
     styles = ["-", "--", ":", "-."]
     for ax, metric, unit in zip(fig.subplots(1, 2), ("psnr", "ssim"), ("dB", "")):
-        values = [p[metric] for p in points if _finite(p[metric])]
+        values = [p[metric] for p in points if finite(p[metric])]
         if not values:
             continue
         bins = np.linspace(min(values), max(values) + 1e-9, 30)
         for i, (codec, params, run_id) in enumerate(runs):
-            mine = [p[metric] for p in points if p["run_id"] == run_id and _finite(p[metric])]
+            mine = [p[metric] for p in points if p["run_id"] == run_id and finite(p[metric])]
             ax.hist(
                 mine,
                 bins=bins,
@@ -222,7 +221,7 @@ def _histograms(points: list[dict]) -> bytes:
                 linewidth=1.5,
                 color=colors[codec],
                 linestyle=styles[i % len(styles)],
-                label=f"{codec} {_params(params)}",
+                label=f"{codec} {params_text(params)}",
             )
         ax.set_xlabel(f"{metric.upper()} {unit}".strip())
         ax.set_ylabel("images")
@@ -242,9 +241,9 @@ def _png(fig) -> bytes:
 
 def _worst_block(dest: str, row: dict, storage: Storage) -> str:
     caption = (
-        f"<b>{_e(row['source'])}</b> &middot; {_e(row['codec'])} {_e(_params(row['params']))} &middot; "
-        f"{row['width']}&times;{row['height']} &middot; bpp {_num(row['bpp'])} &middot; "
-        f"PSNR {_num(row['psnr'])} dB &middot; SSIM {_num(row['ssim'])} &middot; run {_e(row['run_id'])}"
+        f"<b>{_e(row['source'])}</b> &middot; {_e(row['codec'])} {_e(params_text(row['params']))} &middot; "
+        f"{row['width']}&times;{row['height']} &middot; bpp {number(row['bpp'])} &middot; "
+        f"PSNR {number(row['psnr'])} dB &middot; SSIM {number(row['ssim'])} &middot; run {_e(row['run_id'])}"
     )
     try:
         original, decoded = load_pair(dest, row, storage)
@@ -307,9 +306,9 @@ def _stats_table(stats: list[dict]) -> str:
     )
     body = []
     for s in stats:
-        cells = [_e(s["codec"]), _e(_params(s["params"])), f"<code>{_e(s['run_id'])}</code>"]
+        cells = [_e(s["codec"]), _e(params_text(s["params"])), f"<code>{_e(s['run_id'])}</code>"]
         cells += [str(s[c]) for c in STAT_COLUMNS]
-        cells += [" / ".join(_num(s[f"{k}_{m}"]) for k in ("mean", "p50", "p90", "p99")) for m in METRICS]
+        cells += [" / ".join(number(s[f"{k}_{m}"]) for k in ("mean", "p50", "p90", "p99")) for m in METRICS]
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -341,28 +340,6 @@ def _page(sections: list[str]) -> str:
         "<!doctype html><html><head><meta charset=utf-8><title>imgpress report</title>"
         f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n"
     )
-
-
-def _params(params_json: str | None) -> str:
-    try:
-        params = json.loads(params_json or "{}")
-    except ValueError:
-        return str(params_json)
-    return " ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
-
-
-def _num(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if math.isinf(v):
-            return "inf"
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
-    return str(v)
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def _e(text) -> str:

@@ -47,6 +47,24 @@ def make_run_id(source: str, codec: str, params: dict) -> str:
     return f"{codec}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+def resolve_codec_params(codec: str, wanted: dict, storage: Storage = Storage()) -> tuple[dict, str | None]:
+    """``(canonical params, model URL)`` of a run: the one place the flow and the CLI get them.
+
+    A ``model`` given as a URL becomes the model's id (the content hash of its weights,
+    read without loading them), which is what the run id hashes and the report records;
+    the URL is returned for the workers to load the model from.
+    """
+    from compressors import get_codec  # noqa: PLC0415
+    from compressors.models import model_id_of  # noqa: PLC0415
+    from tasks.models import is_url, model_files  # noqa: PLC0415
+
+    wanted, model_url = dict(wanted), None
+    ref = wanted.get("model")
+    if isinstance(ref, str) and is_url(ref):
+        model_url, wanted["model"] = ref, model_id_of(model_files(ref, storage)[0])
+    return get_codec(codec).canonical_params(wanted), model_url
+
+
 def shard_id_for(files: list[tuple[str, int]]) -> str:
     """Content-addressed: the same files always make the same shard id."""
     h = hashlib.sha256("\n".join(rel for rel, _ in files).encode())

@@ -146,15 +146,21 @@ def test_the_form_schema_has_a_codec_dropdown_limits_and_help_on_every_field(wor
         (typed,) = [s for s in prop.get("anyOf", [prop]) if s.get("type") in ("integer", "number")]
         return typed.get("minimum"), typed.get("maximum")
 
-    assert bounds(fields["quality"]) == (1, 100)
-    assert bounds(fields["colors"]) == (2, 256)
+    def section(codec):  # each codec's parameters: its own section, built from the registry
+        return compress[fields[codec]["$ref"].rsplit("/", 1)[-1]]["properties"]
+
+    assert bounds(section("jpeg")["quality"]) == (1, 100)
+    assert bounds(section("autoencoder")["quality"]) == (1, CODECS["autoencoder"].params["quality"].hi)
+    assert bounds(section("kmeans")["colors"]) == (2, 256)
+    assert "seed" in section("kmeans")
     for name, schema in schemas.items():
         for model, definition in schema["definitions"].items():
             for field, prop in definition.get("properties", {}).items():
                 assert prop.get("description"), f"{name}: {model}.{field} has no help text in the form"
 
 
-def test_the_server_refuses_a_run_whose_form_values_break_the_limits(worker_deployment):
+@pytest.mark.parametrize("codec,params", [("jpeg", {"quality": 0}), ("autoencoder", {"quality": 7})])
+def test_the_server_refuses_a_run_whose_form_values_break_the_limits(worker_deployment, codec, params):
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name("compress-collection/nightly")
         with pytest.raises(PrefectHTTPStatusError) as err:
@@ -164,8 +170,8 @@ def test_the_server_refuses_a_run_whose_form_values_break_the_limits(worker_depl
                     "request": {
                         "source": worker_deployment["source"],
                         "dest": worker_deployment["dest"],
-                        "codec": "jpeg",
-                        "quality": 0,
+                        "codec": codec,
+                        codec: params,
                     }
                 },
             )
@@ -179,7 +185,7 @@ def test_a_run_started_like_the_ui_form_completes_on_the_worker_with_report_and_
             "source": worker_deployment["source"],
             "dest": dest,
             "codec": "jpeg",
-            "quality": 50,
+            "jpeg": {"quality": 50},
             "shard_size": 5,
         }
     }

@@ -124,7 +124,7 @@ def test_compress_reads_and_writes_s3_on_a_real_endpoint(prefect_server, dask_ad
 
 def test_a_changed_codec_config_is_a_new_run_beside_the_old_one(jpeg_run, dask_address):
     request, first = jpeg_run
-    other = run(request.model_copy(update={"quality": 30}), dask_address)
+    other = run(request.with_codec_params(quality=30), dask_address)
     assert other["run_id"] != first["run_id"]
     runs = {r["run_id"] for r in read_reports(request.dest).to_pylist()}
     assert runs == {first["run_id"], other["run_id"]}

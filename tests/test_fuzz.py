@@ -13,7 +13,7 @@ header fails loudly (``MemoryError``) instead of quietly. The classical decoders
 pixel limit is lowered for the run so their legitimate maximum fits the headroom.
 Hangs are bounded by ``faulthandler`` (the process dies with a traceback).
 
-``bench/fuzz.py`` runs the same kind of cases by the ten thousand.
+``bench/fuzz.py`` runs the same cases (:mod:`compressors.fuzzing`) by the ten thousand.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import contextlib
 import faulthandler
 import os
 import re
-import resource
 import struct
 import time
 import zlib
@@ -36,34 +35,17 @@ from hypothesis import strategies as st
 import compressors.classical as classical
 import compressors.jxl as jxl
 from compressors import CODECS, get_codec
+from compressors.fuzzing import DrawPick, codec_seeds, input_seeds, memory_headroom, mutate
 from compressors.imageio import ImageError, decode_image
 from compressors.registry import check_image
 
 EXAMPLES = int(os.environ.get("IMGPRESS_FUZZ_EXAMPLES", "250"))
 CASE_SECONDS = 10.0  # generous for a loaded 2-core CI machine; real cases take milliseconds
 HEADROOM = {"classical": 384 << 20, "other": 3 << 30}
-INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x3FFF, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF,
-               0xFFFFFFFF, 16383, 65500)
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
-
-
-def _vm_data() -> int:
-    with open("/proc/self/status") as fh:
-        return int(re.search(r"VmData:\s+(\d+) kB", fh.read()).group(1)) * 1024
-
-
-@contextlib.contextmanager
-def memory_headroom(nbytes: int):
-    """Let the process map at most ``nbytes`` more data while the block runs (Linux)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    resource.setrlimit(resource.RLIMIT_DATA, (min(_vm_data() + nbytes, hard), hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
 @contextlib.contextmanager
@@ -77,88 +59,13 @@ def hang_guard(seconds: float):
 
 def seed_artifacts(name: str) -> list[bytes]:
     """Real artifacts of codec ``name`` (gray and RGB, tiny and small, low and high quality)."""
-    codec = get_codec(name)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:24, 0:40]
-    smooth = np.dstack([(xx * 6) % 256, (yy * 10) % 256, ((xx + yy) * 4) % 256]).astype(np.uint8)
-    images = [smooth, smooth[..., :1].copy(), rng.integers(0, 256, (9, 13, 3), dtype=np.uint8),
-              np.full((1, 1, 3), 77, np.uint8)]
-    quality = [{"quality": q} for q in (10, 90)] if "quality" in codec.params else [{}]
-    out = []
-    for image in images:
-        for params in quality:
-            try:
-                out.append(codec.encode(image, **params))
-            except Exception:  # noqa: BLE001  (a codec that cannot encode here, e.g. no model: no seeds)
-                pass
-    if "lossless" in codec.params:  # exact artifacts too: pixels coded losslessly, a JPEG transcoded
-        from skimage import data as samples
-
-        photo = np.ascontiguousarray(samples.astronaut()[100:260, 150:310])  # big enough to transcode
-        for image in (images[0], images[1], photo):
-            out.append(codec.compress(image, lossless=True, effort=1).data)
-        for image in (photo, photo[:, :, :1]):
-            out.append(codec.compress(image, source=_jpeg(image), lossless=True).data)
-    return out
-
-
-def _jpeg(image: np.ndarray) -> bytes:
-    """A JPEG file of ``image``: the source a ``takes_source`` codec is given (others ignore it)."""
-    from PIL import Image
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buf, format="JPEG", quality=80)
-    return buf.getvalue()
-
-
-def fix_checksums(data: bytearray, template: bytes) -> bytearray:
-    """Recompute the checksums the template's format carries, so a mutation gets past them."""
-    if template.startswith(b"\x89PNG\r\n\x1a\n"):
-        pos = 8
-        while pos + 12 <= len(data):
-            (length,) = struct.unpack_from(">I", data, pos)
-            if pos + 12 + length > len(data):
-                break
-            crc = zlib.crc32(bytes(data[pos + 4 : pos + 8 + length]))
-            struct.pack_into(">I", data, pos + 8 + length, crc)
-            pos += 12 + length
-    elif len(template) > 4 and struct.unpack("<I", template[-4:])[0] == zlib.crc32(template[:-4]) and len(data) > 4:
-        struct.pack_into("<I", data, len(data) - 4, zlib.crc32(bytes(data[:-4])))
-    return data
+    return codec_seeds(name, qualities=(10, 90), images=4)
 
 
 @st.composite
 def mutated(draw, seeds: list[bytes]) -> bytes:
-    template = draw(st.sampled_from(seeds))
-    data = bytearray(template)
-    for _ in range(draw(st.integers(1, 4))):
-        if not data:
-            break
-        header = draw(st.booleans())  # half the edits land in the first 64 bytes, where the shapes are
-        pos = draw(st.integers(0, min(63, len(data) - 1) if header else len(data) - 1))
-        op = draw(st.sampled_from(["flip", "byte", "int", "truncate", "insert", "delete", "splice"]))
-        if op == "flip":
-            data[pos] ^= 1 << draw(st.integers(0, 7))
-        elif op == "byte":
-            data[pos] = draw(st.integers(0, 255))
-        elif op == "int":
-            fmt = draw(st.sampled_from([">H", "<H", ">I", "<I"]))
-            value = draw(st.sampled_from(INTERESTING)) & (0xFFFF if fmt.endswith("H") else 0xFFFFFFFF)
-            if pos + struct.calcsize(fmt) <= len(data):
-                struct.pack_into(fmt, data, pos, value)
-        elif op == "truncate":
-            del data[pos:]
-        elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=32))
-        elif op == "delete":
-            del data[pos : pos + draw(st.integers(1, 64))]
-        else:
-            start = draw(st.integers(0, len(data) - 1))
-            data[pos:pos] = data[start : start + draw(st.integers(1, 256))]
-    if draw(st.booleans()):
-        data = fix_checksums(data, template)
-    return bytes(data)
+    """The benchmark's mutations (compressors.fuzzing), drawn by hypothesis so failures shrink."""
+    return mutate(draw(st.sampled_from(seeds)), DrawPick(draw))
 
 
 def decode_case(name: str, data: bytes) -> str:
@@ -306,22 +213,7 @@ def test_a_header_claiming_a_huge_shape_is_refused_before_allocating(name, size,
 
 @pytest.fixture
 def image_seeds() -> list[bytes]:
-    from PIL import Image
-    import io
-
-    rng = np.random.default_rng(1)
-    img = rng.integers(0, 256, (12, 17, 3), dtype=np.uint8)
-    out = []
-    for fmt, mode, kw in [("PNG", "RGB", {}), ("PNG", "P", {"transparency": 0}), ("PNG", "I;16", {}),
-                          ("JPEG", "RGB", {}), ("JPEG", "CMYK", {}), ("GIF", "P", {}), ("TIFF", "RGB", {}),
-                          ("BMP", "RGB", {}), ("WEBP", "RGBA", {"lossless": True}), ("TIFF", "F", {})]:
-        im = Image.fromarray(img)
-        im = im.convert("L").convert("I;16") if mode == "I;16" else im.convert("L").convert("F") if mode == "F" \
-            else im.convert(mode) if mode != "P" else im.convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
-        buf = io.BytesIO()
-        im.save(buf, format=fmt, **kw)
-        out.append(buf.getvalue())
-    return out
+    return input_seeds()
 
 
 def test_decode_image_turns_any_bytes_into_an_image_or_a_clear_image_error(image_seeds):

@@ -79,7 +79,7 @@ def test_a_changed_codec_config_is_a_new_run_that_never_touches_the_old_one(
     old = _digest_tree(os.path.join(dest, "artifacts", first["run_id"]))
     old_manifest = Path(dest, "runs", first["run_id"], "manifest.json").read_bytes()
 
-    second = run_flow(base.model_copy(update={"quality": 40}), dask_address)
+    second = run_flow(base.with_codec_params(quality=40), dask_address)
     assert second["run_id"] != first["run_id"] and second["images"] == len(rels)
     assert _digest_tree(os.path.join(dest, "artifacts", first["run_id"])) == old
     assert Path(dest, "runs", first["run_id"], "manifest.json").read_bytes() == old_manifest

@@ -33,10 +33,40 @@ models.register_trainer(models.Trainer(
                            kind=str, choices=("auto", "bf16", "fp32")),
     },
 ))
-from .codec import decode, decode_batch, encode, encode_batch
-from .store import SHIPPED_DIR, default_model_id, get_model, known_ids, load_model, serialize
-
 EXTENSION = ".imp"
+SHIPPED_DIR = Path(__file__).parent / "models"
+
+# torch is imported on first use, not by ``import compressors``: the CLI's --help, report
+# and query, and every other codec, never need it (tests/test_imports.py).
+_LAZY = {"decode_batch": ".codec", "encode_batch": ".codec", "get_model": ".store", "known_ids": ".store",
+         "load_model": ".store", "serialize": ".store"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def encode(image, **params):
+    """See :func:`compressors.autoencoder.codec.encode`."""
+    from .codec import encode as encode_  # noqa: PLC0415  (torch: on first use)
+
+    return encode_(image, **params)
+
+
+def decode(data: bytes):
+    """See :func:`compressors.autoencoder.codec.decode`."""
+    from .codec import decode as decode_  # noqa: PLC0415  (torch: on first use)
+
+    return decode_(data)
+
+
+def default_model_id() -> str:
+    """Id of the default shipped model, or ``""`` when none is shipped."""
+    return models.default_model_id("autoencoder")
 
 
 def _levels() -> int:
@@ -59,7 +89,7 @@ CODEC = register(
             "quality": Param(default=min(4, LEVELS), lo=1, hi=LEVELS,
                              help=f"rate level of the learned codec, 1 (smallest) .. {LEVELS} (best)"),
             "model": Param(default=default_model_id(), kind=str,
-                           help="model id (16 hex digits): a shipped model or one registered with load_model"),
+                           help="model: a shipped model's id or name, or the URL of a trained one's .safetensors"),
         },
         description="learned mean-scale hyperprior autoencoder (Minnen et al. 2018), ANS-coded",
     )

@@ -1,0 +1,149 @@
+"""What the CLI shows: tables, summaries, JSON for machines, the progress bar.
+
+Numbers and parameters are spelt by :mod:`tasks.formatting`, as in the HTML report.
+Tables go to stdout; the progress bar, summaries and errors to ``console`` (stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tasks.formatting import number, params_text, signed
+
+console = Console(stderr=True)
+
+
+def print_report(dest: str, answer: dict) -> None:
+    from tasks.query import METRICS
+
+    out = stdout()
+    table = Table(title=f"imgpress report: {dest}")
+    for c in ("codec", "params", "run_id", "images", "ok", "errors", "metric", "mean", "p50", "p90", "p99"):
+        table.add_column(c, justify="left" if c in ("codec", "params", "run_id", "metric") else "right")
+    for r in answer["runs"]:
+        for i, m in enumerate(METRICS):
+            head = [r["codec"], params_text(r["params"]), r["run_id"], str(r["images"]), str(r["ok"]),
+                    str(r["errors"])] if i == 0 else [""] * 6
+            table.add_row(*head, m, *(number(r[f"{k}_{m}"]) for k in ("mean", "p50", "p90", "p99")),
+                          end_section=i == len(METRICS) - 1)
+    out.print(table)
+    if "worst" in answer:
+        print_rows(out, f"worst {len(answer['worst'])} images by PSNR", answer["worst"],
+                    ("source", "codec", "params", "run_id", "bpp", "psnr", "ssim"))
+    if "errors" in answer:
+        print_rows(out, f"{len(answer['errors'])} errors", answer["errors"],
+                    ("source", "codec", "run_id", "error"))
+    if "compare" in answer:
+        table = Table(title="runs against the baseline, on the images both coded")
+        for c in ("run_id", "codec", "params", "common images", "bpp", "PSNR dB", "SSIM", "lower PSNR"):
+            table.add_column(c, overflow="fold")
+        for r in answer["compare"]:
+            change = f" ({r['bpp_change']:+.0%})" if r["bpp_change"] is not None else ""
+            table.add_row(
+                r["run_id"], r["codec"] or "-", params_text(r["params"]), str(r["common_images"]),
+                f"{number(r['baseline_bpp'])} -> {number(r['bpp'])}{change}",
+                f"{number(r['baseline_psnr'])} -> {number(r['psnr'])} ({signed(r['psnr_delta'])})",
+                f"{number(r['baseline_ssim'])} -> {number(r['ssim'])} ({signed(r['ssim_delta'])})",
+                str(r["images_with_lower_psnr"]),
+            )
+        out.print(f"baseline: {answer['compare'][0]['baseline']}" if answer["compare"]
+                  else "nothing to compare")
+        out.print(table)
+    if "html" in answer:
+        console.print(f"HTML report: {answer['html']}")
+
+
+def print_query(result) -> None:
+    """An ``imgpress query`` answer: one table, then the row count."""
+    table = Table(show_lines=False)
+    for c in result.columns:
+        table.add_column(c, overflow="fold")
+    for row in result.records():
+        table.add_row(*(number(row[c]) for c in result.columns))
+    stdout().print(table)
+    console.print(f"{len(result.rows)} row(s)")
+
+
+def print_rows(out: Console, title: str, rows: list[dict], columns: tuple[str, ...]) -> None:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*(params_text(r[c]) if c == "params" else number(r.get(c)) for c in columns))
+    out.print(table)
+
+
+def print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    console.print(
+        f"run {summary['run_id']}: {summary['ok']} ok, {summary['errors']} errors of {summary['images']} images "
+        f"({summary['images_skipped_as_done']} already done); bpp {number(summary['mean_bpp'])}, "
+        f"PSNR {number(summary['mean_psnr'])} dB, SSIM {number(summary['mean_ssim'])}"
+    )
+
+
+def stdout() -> Console:
+    """Tables on stdout; piped into a file or a pager they keep a readable width."""
+    out = Console()
+    return out if out.is_terminal else Console(width=160)
+
+
+def machine_json(obj) -> str:
+    """Strict JSON for machines: NaN becomes null, infinite PSNR (lossless) the string "inf"."""
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), indent=2, default=str, allow_nan=False)
+
+
+class ShardProgress:
+    """A progress bar fed by the shard markers the run writes (works for any cluster)."""
+
+    def __init__(self, dest, run_id, storage, *, enabled=True):
+        self.dest, self.run_id, self.storage, self.enabled = dest, run_id, storage, enabled
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.enabled:
+            self._thread.join(timeout=5)
+
+    def _poll(self):
+        from tasks.layout import finished_shards
+        from tasks.plan import read_manifest
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task(f"shards of {self.run_id}", total=None)
+            while not self._stop.wait(1.0):
+                try:
+                    manifest = read_manifest(self.dest, self.run_id, self.storage)
+                    if manifest is None:
+                        continue
+                    base = manifest["shards_already_done"]
+                    done = len(finished_shards(self.dest, self.run_id, self.storage)) - base
+                    bar.update(task, total=manifest["shards_planned"], completed=max(done, 0))
+                except Exception:  # progress is best-effort; the run's result is what counts
+                    continue
