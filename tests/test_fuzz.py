@@ -10,7 +10,7 @@ of them so the mutation reaches the parser behind the checksum, plus random byte
 Allocation is policed with ``RLIMIT_DATA``: while a case runs the process may not map
 more than a fixed headroom of new memory, so a decoder that allocates for a hostile
 header fails loudly (``MemoryError``) instead of quietly. The classical decoders'
-pixel limit is lowered for the run so their legitimate maximum fits the headroom.
+pixel limit (and the autoencoder's) is lowered for the run so their legitimate maximum fits the headroom.
 Hangs are bounded by ``faulthandler`` (the process dies with a traceback).
 
 ``bench/fuzz.py`` runs the same cases (:mod:`compressors.fuzzing`) by the ten thousand.
@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 import compressors.classical as classical
 import compressors.jxl as jxl
+from compressors.autoencoder import container as ae_container
 from compressors import CODECS, get_codec
 from compressors.fuzzing import DrawPick, codec_seeds, input_seeds, memory_headroom, mutate
 from compressors.imageio import ImageError, decode_image
@@ -90,6 +91,7 @@ def policed(name, monkeypatch):
     is_classical = get_codec(name).decode_fn.__module__ in (classical.__name__, jxl.__name__)
     for module in (classical, jxl):
         monkeypatch.setattr(module, "MAX_PIXELS", 2_000_000)  # 2 Mpx: at most ~30 MB to decode one
+    monkeypatch.setattr(ae_container, "MAX_PIXELS", 2_000_000)  # the autoencoder's g_s: ~1 GB at 2 Mpx
     for seed in seed_artifacts(name)[:1]:
         get_codec(name).decode(seed)  # load the libraries before the headroom is measured
     with hang_guard(600), memory_headroom(HEADROOM["classical" if is_classical else "other"]):

@@ -3,17 +3,22 @@
 Pure compute: models come from the in-process store (:mod:`.store`), never from files
 the caller names. Any H and W (edge-replicated to a multiple of 64, cropped back);
 1-channel images go through the network as 3 equal channels and come back with 1.
+
+The float transforms (``g_a``, ``h_a``, ``g_s``) may run in any precision (``autocast``)
+and thread count; everything that drives the entropy coder is integer
+(:mod:`.entropy`), so any decoder reads exactly the latent the encoder wrote.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from . import container
-from .entropy import Y_RANGE, ans_decoder
+from .entropy import Y_RANGE, Latent
 from .model import Z_TAIL
 from .store import LoadedModel, default_model_id, get_model
 
@@ -33,31 +38,68 @@ def _to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def encode_batch(images: Sequence[np.ndarray], *, quality: int, model: str | None = None) -> list[bytes]:
-    """Encode images of one shape in one network pass; one artifact per image."""
-    if not images:
-        return []
+def _precision(autocast: torch.dtype | None):
+    """Run float transforms under CPU autocast to ``autocast`` (e.g. ``torch.bfloat16``), or as is."""
+    return torch.autocast("cpu", dtype=autocast) if autocast is not None else nullcontext()
+
+
+def analyse(images: Sequence[np.ndarray], *, quality: int, model: str | None = None,
+            autocast: torch.dtype | None = None) -> tuple[LoadedModel, list[Latent]]:
+    """The encoder's half: images of one shape -> their quantised latents (one network pass)."""
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise ValueError(f"encode_batch needs images of one shape, got {sorted(shapes)}")
     lm = _resolve(model)
     if not 1 <= int(quality) <= lm.qualities:
         raise ValueError(f"autoencoder: quality={quality} is outside [1, {lm.qualities}] for model {lm.model_id}")
-    h, w, c = images[0].shape
+    h, w, _ = images[0].shape
     if h * w > container.MAX_PIXELS:
         raise ValueError(f"autoencoder: {h}x{w} pixels is above the limit of {container.MAX_PIXELS}")
-    net, tables = lm.model, lm.tables
+    net = lm.model
     q = torch.full((len(images),), int(quality) - 1, dtype=torch.long)
     with torch.inference_mode():
         gain, _ = net.gains(q)
-        y = net.g_a(_to_tensor(images)) * gain
-        z = net.h_a(y)
+        with _precision(autocast):
+            y = net.g_a(_to_tensor(images)).float() * gain
+            z = net.h_a(y).float()
     z_sym = torch.clamp(torch.round(z), -Z_TAIL, Z_TAIL).numpy().astype(np.int32)
-    y_idx, means = tables.y_params(z_sym)
-    y_sym = np.clip(np.round(y.numpy().astype(np.float64) - means), -Y_RANGE, Y_RANGE).astype(np.int32)
+    return lm, lm.tables.latents(z_sym, y.numpy())
+
+
+def encode_batch(images: Sequence[np.ndarray], *, quality: int, model: str | None = None,
+                 autocast: torch.dtype | None = None) -> list[bytes]:
+    """Encode images of one shape in one network pass; one artifact per image.
+
+    ``autocast``: run ``g_a`` and ``h_a`` under CPU autocast to this dtype (e.g.
+    ``torch.bfloat16``); the artifact decodes anywhere either way.
+    """
+    if not images:
+        return []
+    lm, latents = analyse(images, quality=quality, model=model, autocast=autocast)
+    h, w, c = images[0].shape
     pb, pr = container.padding_for(h, w)
-    header = container.Header(lm.model_id, h, w, c, int(quality), pb, pr)
-    return [container.pack(header, tables.encode(z_sym[i], y_sym[i], y_idx[i])) for i in range(len(images))]
+    return [container.pack(container.Header(lm.model_id, h, w, c, int(quality), pb, pr,
+                                            latent_checksum=lat.checksum()), lm.tables.encode(lat))
+            for lat in latents]
+
+
+def encode_version1(image: np.ndarray, *, quality: int, model: str | None = None) -> bytes:
+    """The artifact the version-1 encoder wrote (float64 ``h_s``, constriction's
+    ``QuantizedGaussian``): for side-by-side benchmarks and tests; :func:`encode` writes version 2."""
+    lm = _resolve(model)
+    if not 1 <= int(quality) <= lm.qualities:
+        raise ValueError(f"autoencoder: quality={quality} is outside [1, {lm.qualities}] for model {lm.model_id}")
+    with torch.inference_mode():
+        gain, _ = lm.model.gains(torch.tensor([int(quality) - 1]))
+        y = lm.model.g_a(_to_tensor([image])) * gain
+        z = lm.model.h_a(y)
+    z_sym = torch.clamp(torch.round(z), -Z_TAIL, Z_TAIL).numpy().astype(np.int32)
+    idx, means = lm.legacy_tables.y_params(z_sym)
+    y_sym = np.clip(np.round(y.numpy().astype(np.float64) - means), -Y_RANGE, Y_RANGE).astype(np.int32)
+    h, w, c = image.shape
+    pb, pr = container.padding_for(h, w)
+    return container.pack(container.Header(lm.model_id, h, w, c, int(quality), pb, pr, version=1),
+                          lm.legacy_tables.encode(z_sym[0], y_sym[0], idx[0]))
 
 
 def encode(image: np.ndarray, *, quality: int, model: str | None = None) -> bytes:
@@ -65,36 +107,63 @@ def encode(image: np.ndarray, *, quality: int, model: str | None = None) -> byte
     return encode_batch([image], quality=quality, model=model)[0]
 
 
-def decode_batch(datas: Sequence[bytes]) -> list[np.ndarray]:
-    """Decode artifacts; those sharing model and shape go through ``g_s`` together."""
+def _model_for(header: container.Header) -> LoadedModel:
+    lm = get_model(header.model_id)  # raises ValueError on an unknown model id, before any allocation
+    if not 1 <= header.quality <= lm.qualities:
+        raise ValueError(f"autoencoder artifact quality {header.quality} is not a level of model {header.model_id}")
+    return lm
+
+
+def _z_shape(lm: LoadedModel, header: container.Header) -> tuple[int, int, int]:
+    hp, wp = header.height + header.pad_bottom, header.width + header.pad_right
+    return lm.model.N, hp // 64, wp // 64
+
+
+def _read_latent(lm: LoadedModel, header: container.Header, payload: bytes) -> Latent:
+    latent = lm.tables.decode(payload, _z_shape(lm, header))
+    if latent.checksum() != header.latent_checksum:
+        raise ValueError(
+            f"autoencoder artifact decodes to another latent than its encoder wrote (latent checksum "
+            f"mismatch, model {header.model_id}): this decoder derived other entropy-coding tables, or the "
+            "payload was altered; no image is returned")
+    return latent
+
+
+def decode_latent(data: bytes) -> tuple[container.Header, Latent]:
+    """Parse a version-2 artifact to the latent its encoder wrote, checksum verified."""
+    header, payload = container.unpack(bytes(data))
+    if header.version < 2:
+        raise ValueError(f"autoencoder artifact version {header.version} carries no integer latent")
+    return header, _read_latent(_model_for(header), header, payload)
+
+
+def decode_batch(datas: Sequence[bytes], *, autocast: torch.dtype | None = None) -> list[np.ndarray]:
+    """Decode artifacts; those sharing model and shape go through ``g_s`` together.
+
+    ``autocast``: run ``g_s`` under CPU autocast to this dtype (pixels may differ slightly).
+    """
     parsed = [container.unpack(bytes(d)) for d in datas]
     out: list[np.ndarray | None] = [None] * len(parsed)
     groups: dict[tuple, list[int]] = {}
     for i, (hd, _) in enumerate(parsed):
         groups.setdefault((hd.model_id, hd.height, hd.width), []).append(i)
     for (mid, h, w), members in groups.items():
-        lm = get_model(mid)  # raises ValueError on an unknown model id, before any allocation
-        for i in members:
-            if not 1 <= parsed[i][0].quality <= lm.qualities:
-                raise ValueError(f"autoencoder artifact quality {parsed[i][0].quality} is not a level of model {mid}")
-        hp, wp = h + (-h) % 64, w + (-w) % 64
-        z_shape = (lm.model.N, hp // 64, wp // 64)
+        lm = get_model(mid)
         y_hats = []
         for i in members:
-            coder = ans_decoder(parsed[i][1])
-            try:
-                z_sym = lm.tables.decode_z(coder, z_shape)
-                y_idx, means = lm.tables.y_params(z_sym[None])
-                y_sym = lm.tables.decode_y(coder, y_idx[0])
-            except (RuntimeError, ValueError) as exc:  # constriction raises on exhausted / invalid data
-                raise ValueError(f"autoencoder payload does not decode: {exc}") from None
-            y_hats.append(y_sym + means[0])
+            header, payload = parsed[i]
+            _model_for(header)
+            if header.version >= 2:
+                y_hats.append(_read_latent(lm, header, payload).y_hat())
+            else:
+                y_hats.append(lm.legacy_tables.decode_y_hat(payload, _z_shape(lm, header)))
         q = torch.tensor([parsed[i][0].quality - 1 for i in members])
         with torch.inference_mode():
             _, inv_gain = lm.model.gains(q)
             y_hat = torch.from_numpy(np.stack(y_hats).astype(np.float32))
-            x_hat = lm.model.g_s(y_hat * inv_gain).clamp_(0, 1)
-            pix = x_hat.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()[:, :h, :w]
+            with _precision(autocast):
+                x_hat = lm.model.g_s(y_hat * inv_gain).float()
+            pix = x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()[:, :h, :w]
         for k, i in enumerate(members):
             img = pix[k]
             out[i] = np.ascontiguousarray(img[..., :1] if parsed[i][0].channels == 1 else img)

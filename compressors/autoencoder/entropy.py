@@ -1,48 +1,164 @@
-"""Entropy coding of the latents with constriction (ANS), from the model's own tables.
+"""Entropy coding of the latents with constriction (ANS), from tables every machine derives alike.
 
-* ``z`` (hyper-latent): each channel has a categorical table over the integers
-  ``-Z_TAIL..Z_TAIL``, the learned factorized density evaluated at the unit bins
-  (computed once per model in float64 on CPU).
-* ``y``: a quantized Gaussian per element with mean 0 over the residual
-  ``round(y - mu)``; its scale is rounded *up* to a fixed table of 64 scales
-  (as CompressAI does), and ``mu`` and the scale index come from ``h_s(z_hat)``
-  evaluated in float64.
+Container version 2 (written now; Ballé, Johnston, Minnen, ICLR 2019 "Integer networks
+for data compression with latent-variable models"):
 
-Determinism: on one machine with one torch build and thread count, encoding is
-bit-exact and decoding reproduces exactly the image the encoder's caller measured.
-Across devices (CPU vs GPU, other thread counts) the bitstream stays decodable unless a
-float64 ``h_s`` output lands within ~1e-12 of a scale-table boundary (the parse depends
-only on ``z`` symbols and those scale indices); the float32 synthesis ``g_s`` may then
-differ in the last bits, i.e. rarely by one 8-bit level in a pixel.
+* ``z`` (hyper-latent): symbols ``-Z_TAIL..Z_TAIL``, one integer table per channel from
+  the learned factorized density, evaluated with :mod:`compressors.exact`'s deterministic
+  float64 functions and rounded to 24-bit integers.
+* ``y``: the residual ``round(y - mu)`` under a zero-mean Gaussian whose scale is the
+  first entry ``>=`` the predicted scale in a fixed table of 64 scales (correctly rounded
+  values), as 64 integer tables; ``mu`` and the table index come from
+  :class:`~compressors.exact.IntegerNetwork` ``h_s`` on the integer ``z``: a fixed-point
+  mean (``mean_q / 2**MEAN_FRAC_BITS``, so ``y_hat = symbol + mean`` is exact) and an index
+  found by integer comparison.
+
+Encoder and decoder therefore derive the same tables, indices and ``y_hat`` bit for bit
+whatever the device, thread count, float precision, BLAS or torch version; only the float
+synthesis ``g_s`` after them may differ in the last bits. The container also carries a
+checksum of the latent (:func:`compressors.exact.latent_checksum` over the ``z`` and ``y``
+symbols, indices and fixed-point means) so a decoder that still reads another latent
+(another constriction build, a bug) reports an error instead of returning wrong pixels.
+
+Container version 1 (the first shipped format) is decoded by :class:`LegacyTables`:
+the same tables as when it was written, from float64 ``h_s`` and constriction's
+``QuantizedGaussian``; bit-exact on one machine and torch build, decodable elsewhere
+unless a float64 scale lands within ~1e-12 of a table boundary.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+from dataclasses import dataclass
 
 import constriction
 import numpy as np
 import torch
 
-from .model import Z_TAIL, MeanScaleHyperprior, scale_table
+from .. import exact
+from .model import SCALE_LEVELS, SCALE_MAX, SCALE_MIN, Z_TAIL, FactorizedDensity, MeanScaleHyperprior, scale_table
 
 Y_RANGE = 2047  # y residual symbols are clamped to [-Y_RANGE, Y_RANGE]
+MEAN_FRAC_BITS = 16  # h_s outputs (scales and means) in units of 2**-16
+H_S_ACT_BOUND = 4096.0  # |hidden activation| clamp of the integer h_s (real inputs stay below ~50)
+
+
+@dataclass
+class Latent:
+    """One image's quantised latent as the bitstream carries it (container version 2)."""
+
+    z: np.ndarray  # int32 (N, h, w): hyper-latent symbols
+    y: np.ndarray  # int32 (M, H/16, W/16): residual symbols round(y - mean)
+    index: np.ndarray  # int32, like y: scale-table index
+    mean_q: np.ndarray  # int64, like y: mean * 2**MEAN_FRAC_BITS
+
+    def y_hat(self) -> np.ndarray:
+        """``y + mean`` exactly, float64."""
+        return self.y + np.ldexp(self.mean_q.astype(np.float64), -MEAN_FRAC_BITS)
+
+    def checksum(self) -> bytes:
+        return exact.latent_checksum(self.z, self.y, self.index, self.mean_q)
+
+
+@functools.lru_cache(maxsize=1)
+def y_coding() -> tuple[np.ndarray, np.ndarray, exact.IndexedCategoricals]:
+    """The model-independent ``y`` side: (scale table, its integer thresholds, coding tables)."""
+    scales = exact.exp_table(SCALE_MIN, SCALE_MAX, SCALE_LEVELS)
+    counts = exact.gaussian_counts(scales, -Y_RANGE, Y_RANGE)
+    return scales, exact.thresholds(scales[:-1], MEAN_FRAC_BITS), exact.IndexedCategoricals(counts, -Y_RANGE)
+
+
+def z_pmf(density: FactorizedDensity, tail: int = Z_TAIL) -> np.ndarray:
+    """(C, 2*tail+1) probabilities of ``-tail..tail`` under the factorized density, tails folded
+    in: :meth:`FactorizedDensity.logits_cumulative` with deterministic float64 functions and
+    sums in a fixed order, so every machine gets the same bits."""
+    def arr(p: torch.Tensor) -> np.ndarray:
+        return p.detach().to("cpu", torch.float64).numpy()
+
+    mats = [exact.softplus(arr(m)) for m in density.matrices]  # (C, out, in)
+    biases = [arr(b) for b in density.biases]  # (C, out, 1)
+    factors = [exact.tanh(arr(f)) for f in density.factors]  # (C, out, 1)
+    edges = np.arange(-tail, tail + 2, dtype=np.float64) - 0.5
+    logits = np.broadcast_to(edges, (density.channels, 1, edges.size))
+    for i, mat in enumerate(mats):
+        acc = mat[:, :, :1] * logits[:, :1, :]
+        for j in range(1, mat.shape[2]):
+            acc = acc + mat[:, :, j:j + 1] * logits[:, j:j + 1, :]
+        logits = acc + biases[i]
+        if i < len(factors):
+            logits = logits + factors[i] * exact.tanh(logits)
+    cdf = exact.sigmoid(logits[:, 0, :])
+    pmf = cdf[:, 1:] - cdf[:, :-1]
+    pmf[:, 0] += cdf[:, 0]
+    pmf[:, -1] += 1.0 - cdf[:, -1]
+    return np.maximum(pmf, 0.0)
+
+
+def ans_decoder(payload: bytes):
+    if len(payload) % 4:
+        raise ValueError("autoencoder payload length is not a multiple of 4 bytes")
+    return constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
 
 
 class EntropyTables:
-    """Frozen coding tables of one model (the ``update()`` step of CompressAI)."""
+    """Frozen coding tables of one model (the ``update()`` step of CompressAI), version 2."""
 
-    def __init__(self, z_pmf: np.ndarray, h_s64: torch.nn.Module):
-        self.z_pmf = z_pmf
-        self.z_models = [constriction.stream.model.Categorical(p, perfect=False) for p in z_pmf]
+    def __init__(self, model: MeanScaleHyperprior):
+        self.h_s = exact.IntegerNetwork.from_torch(model.h_s, input_bound=Z_TAIL, out_frac_bits=MEAN_FRAC_BITS,
+                                                   act_bound=H_S_ACT_BOUND)
+        self.z_codes = exact.IndexedCategoricals(exact.categorical_counts(z_pmf(model.entropy_z)), -Z_TAIL)
+        self.scales, self.thresholds, self.y_codes = y_coding()
+
+    def y_params(self, z_sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(scale index int32, mean_q int64)``, each (B, M, h, w), from z symbols (B, N, hz, wz)."""
+        out = self.h_s(z_sym)
+        m = out.shape[1] // 2
+        return exact.table_index(out[:, :m], self.thresholds), out[:, m:]
+
+    def latents(self, z_sym: np.ndarray, y: np.ndarray) -> list[Latent]:
+        """The encoder's latents from z symbols (B, N, hz, wz) and the float ``y`` (B, M, h, w)."""
+        idx, mean_q = self.y_params(z_sym)
+        y_sym = np.clip(np.rint(y.astype(np.float64) - np.ldexp(mean_q.astype(np.float64), -MEAN_FRAC_BITS)),
+                        -Y_RANGE, Y_RANGE).astype(np.int32)
+        return [Latent(z_sym[i], y_sym[i], idx[i], mean_q[i]) for i in range(len(z_sym))]
+
+    def _z_index(self, shape: tuple[int, int, int]) -> np.ndarray:
+        return np.broadcast_to(np.arange(shape[0], dtype=np.int32).reshape(-1, 1, 1), shape)
+
+    def encode(self, latent: Latent) -> bytes:
+        """One image's latent -> ANS words (y pushed first, so the decoder reads z first)."""
+        coder = constriction.stream.stack.AnsCoder()
+        self.y_codes.encode(coder, latent.y, latent.index)
+        self.z_codes.encode(coder, latent.z, self._z_index(latent.z.shape))
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def decode(self, payload: bytes, z_shape: tuple[int, int, int]) -> Latent:
+        """ANS words -> the latent; ``ValueError`` if the words do not parse or are left over."""
+        coder = ans_decoder(payload)
+        try:
+            z = self.z_codes.decode(coder, self._z_index(z_shape))
+            idx, mean_q = self.y_params(z[None])
+            y = self.y_codes.decode(coder, idx[0])
+        except (RuntimeError, ValueError) as exc:  # constriction raises on exhausted / invalid data
+            raise ValueError(f"autoencoder payload does not decode: {exc}") from None
+        if not coder.is_empty():
+            raise ValueError(f"autoencoder payload has {coder.num_valid_bits()} bits left after the latent: "
+                             "this decoder read another latent than the encoder wrote")
+        return Latent(z.astype(np.int32), y, idx[0], mean_q[0])
+
+
+class LegacyTables:
+    """Container version 1: float64 ``h_s``, table snapping in float64, constriction's
+    ``QuantizedGaussian`` and categorical z tables from torch float64 (kept unchanged so the
+    artifacts written with it still decode as they did)."""
+
+    def __init__(self, model: MeanScaleHyperprior):
+        self.z_models = [constriction.stream.model.Categorical(p, perfect=False)
+                         for p in model.entropy_z.pmf_table(Z_TAIL)]
         self.scales = scale_table()
-        self.h_s64 = h_s64
+        self.h_s64 = copy.deepcopy(model.h_s).to("cpu", torch.float64).eval()
         self.y_family = constriction.stream.model.QuantizedGaussian(-Y_RANGE, Y_RANGE)
-
-    @classmethod
-    def from_model(cls, model: MeanScaleHyperprior) -> "EntropyTables":
-        h_s64 = copy.deepcopy(model.h_s).to("cpu", torch.float64).eval()
-        return cls(model.entropy_z.pmf_table(Z_TAIL), h_s64)
 
     @torch.inference_mode()
     def y_params(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +169,7 @@ class EntropyTables:
         return idx, means
 
     def encode(self, z_sym: np.ndarray, y_sym: np.ndarray, y_idx: np.ndarray) -> bytes:
-        """One image: ``z_sym`` (Cz, hz, wz), ``y_sym`` and ``y_idx`` (M, h, w) -> ANS words."""
+        """Version-1 words (kept to test the legacy decoder on fresh models)."""
         coder = constriction.stream.stack.AnsCoder()
         std = self.scales[y_idx.ravel()]
         coder.encode_reverse(y_sym.ravel().astype(np.int32), self.y_family, np.zeros_like(std), std)
@@ -61,19 +177,18 @@ class EntropyTables:
             coder.encode_reverse((z_sym[c].ravel() + Z_TAIL).astype(np.int32), self.z_models[c])
         return coder.get_compressed().astype("<u4").tobytes()
 
-    def decode_z(self, coder, z_shape: tuple[int, int, int]) -> np.ndarray:
+    def decode_y_hat(self, payload: bytes, z_shape: tuple[int, int, int]) -> np.ndarray:
+        """Version-1 words -> ``y_hat`` float64 (M, h, w)."""
+        coder = ans_decoder(payload)
         cz, hz, wz = z_shape
-        z = np.empty((cz, hz * wz), dtype=np.int32)
-        for c in range(cz):
-            z[c] = coder.decode(self.z_models[c], hz * wz)
-        return (z - Z_TAIL).reshape(cz, hz, wz)
-
-    def decode_y(self, coder, y_idx: np.ndarray) -> np.ndarray:
-        std = self.scales[y_idx.ravel()]
-        return coder.decode(self.y_family, np.zeros_like(std), std).reshape(y_idx.shape)
-
-
-def ans_decoder(payload: bytes):
-    if len(payload) % 4:
-        raise ValueError("autoencoder payload length is not a multiple of 4 bytes")
-    return constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+        try:
+            z = np.empty((cz, hz * wz), dtype=np.int32)
+            for c in range(cz):
+                z[c] = coder.decode(self.z_models[c], hz * wz)
+            z = (z - Z_TAIL).reshape(cz, hz, wz)
+            idx, means = self.y_params(z[None])
+            std = self.scales[idx[0].ravel()]
+            y = coder.decode(self.y_family, np.zeros_like(std), std).reshape(idx[0].shape)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"autoencoder payload does not decode: {exc}") from None
+        return y + means[0]

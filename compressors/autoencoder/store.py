@@ -23,7 +23,8 @@ DEFAULT_FILE = SHIPPED_DIR / "DEFAULT"  # one line: the id of the default shippe
 
 
 class LoadedModel:
-    """A model frozen for coding: float32 CPU weights plus integer-exact entropy tables."""
+    """A model frozen for coding: float32 CPU weights plus its entropy tables (the integer
+    version-2 tables; the version-1 tables are built on first use)."""
 
     def __init__(self, model: MeanScaleHyperprior, metadata: dict):
         from .entropy import EntropyTables
@@ -32,7 +33,18 @@ class LoadedModel:
         self.metadata = metadata
         self.model_id: str = metadata["model_id"]
         self.qualities: int = model.qualities
-        self.tables = EntropyTables.from_model(model)
+        self.tables = EntropyTables(model)
+        self._legacy = None
+
+    @property
+    def legacy_tables(self):
+        """Tables of container version 1 (artifacts written before version 2)."""
+        from .entropy import LegacyTables
+
+        with _lock:
+            if self._legacy is None:
+                self._legacy = LegacyTables(self.model)
+            return self._legacy
 
 
 def serialize(model: MeanScaleHyperprior, metadata: dict[str, Any]) -> tuple[str, bytes, bytes]:
