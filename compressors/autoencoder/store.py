@@ -9,6 +9,7 @@ float32 weights plus the frozen entropy tables).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from .model import MeanScaleHyperprior
 KIND = "autoencoder"
 SHIPPED_DIR = Path(__file__).parent / "models"
 DEFAULT_FILE = SHIPPED_DIR / "DEFAULT"  # one line: the id of the default shipped model
+_legacy_lock = threading.Lock()
 
 
 class LoadedModel:
@@ -41,7 +43,7 @@ class LoadedModel:
         """Tables of container version 1 (artifacts written before version 2)."""
         from .entropy import LegacyTables
 
-        with _lock:
+        with _legacy_lock:
             if self._legacy is None:
                 self._legacy = LegacyTables(self.model)
             return self._legacy
