@@ -98,7 +98,10 @@ def z_pmf(density: FactorizedDensity, tail: int = Z_TAIL) -> np.ndarray:
 def ans_decoder(payload: bytes):
     if len(payload) % 4:
         raise ValueError("autoencoder payload length is not a multiple of 4 bytes")
-    return constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+    try:
+        return constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+    except (RuntimeError, ValueError) as exc:  # e.g. a last word of zero: no valid ANS state
+        raise ValueError(f"autoencoder payload does not decode: {exc}") from None
 
 
 class EntropyTables:
