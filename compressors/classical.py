@@ -92,10 +92,17 @@ def _webp_size(data: bytes) -> tuple[int, int]:
     raise ValueError("corrupt WebP artifact: no VP8, VP8L or VP8X header where the format puts it")
 
 
-def _is_gray(arr: np.ndarray) -> bool:
-    """Channels within one level of each other: the YUV->RGB rounding of a gray WebP."""
-    a = arr.astype(np.int16)
-    return bool(np.abs(a[..., 0] - a[..., 1]).max() <= 1 and np.abs(a[..., 2] - a[..., 1]).max() <= 1)
+def _is_gray(arr: np.ndarray, rows: int = 64) -> bool:
+    """Channels within one level of each other: the YUV->RGB rounding of a gray WebP.
+
+    Checked a band of rows at a time (a colour image stops at its first band), so the test
+    costs a few bytes per pixel of one band, not of the image (issue 12.4's memory bound).
+    """
+    for top in range(0, arr.shape[0], rows):
+        a = arr[top : top + rows].astype(np.int16)
+        if np.abs(a[..., 0] - a[..., 1]).max() > 1 or np.abs(a[..., 2] - a[..., 1]).max() > 1:
+            return False
+    return True
 
 
 def _codec(name: str, extension: str, fmt: str, signature, offset, params, encode, description) -> Codec:

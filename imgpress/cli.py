@@ -13,10 +13,21 @@ import typer
 
 from compressors import CODECS, get_codec
 from imgpress.options import with_options
-from imgpress.render import ShardProgress, console, machine_json, print_query, print_report, print_summary
+from imgpress.render import (
+    RunLog,
+    ShardProgress,
+    console,
+    fail,
+    library_logs,
+    machine_json,
+    print_query,
+    print_report,
+    print_summary,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 
+VERBOSE_HELP = "Show the libraries' logs (Prefect, Dask) here too; they always go to the run's log file"
 CODEC_HELP = "One of: " + "; ".join(f"{n} ({c.description})" if c.description else n for n, c in sorted(CODECS.items()))
 
 
@@ -27,6 +38,7 @@ def compress(
     dask_address: Optional[str] = typer.Option(None, help="Existing Dask scheduler (default: a local cluster)"),
     workers: Optional[int] = typer.Option(None, help="Local cluster worker processes (default: one per core)"),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
     **options,
 ) -> None:
     """Compress every image under SOURCE into DEST and write a Parquet report.
@@ -36,7 +48,7 @@ def compress(
     fields as the Prefect UI form).
     """
     request = compress_request(source, dest, codec, options)
-    summary = run_compress(request, dask_address=dask_address, workers=workers)
+    summary = run_compress(request, dask_address=dask_address, workers=workers, verbose=verbose)
     print_summary(summary, json_out)
     if request.fail_on_error and summary["errors"]:
         raise typer.Exit(1)
@@ -61,8 +73,14 @@ def _compress_options() -> list:
 app.command()(with_options(compress, _compress_options()))
 
 
-def run_compress(request, *, dask_address: str | None = None, workers: int | None = None, progress: bool = True) -> dict:
-    """Run the compress flow on a Prefect API (started if needed) and the chosen Dask cluster."""
+def run_compress(request, *, dask_address: str | None = None, workers: int | None = None, progress: bool = True,
+                 verbose: bool = False) -> dict:
+    """Run the compress flow on a Prefect API (started if needed) and the chosen Dask cluster.
+
+    The console shows the progress bar, then the summary; the libraries' logs go to the
+    run's log file (``summary["log"]``), and to the console too with ``verbose``. Whatever
+    fails is one line here, with the log file named for the details.
+    """
     from flows.compress import compress_collection
     from flows.runner import dask_runner
     from imgpress.prefect_api import prefect_api
@@ -70,18 +88,23 @@ def run_compress(request, *, dask_address: str | None = None, workers: int | Non
     from tasks.storage import Storage
 
     storage = Storage(endpoint_url=request.endpoint_url)
-    params, _ = resolve_codec_params(request.codec, request.codec_params(), storage)
+    try:
+        params, _ = resolve_codec_params(request.codec, request.codec_params(), storage)
+    except (OSError, ValueError) as exc:
+        fail(exc)
     run_id = make_run_id(request.source, request.codec, params)
     flow = compress_collection.with_options(task_runner=dask_runner(dask_address, workers))
-    with prefect_api(echo=console.print):
-        with ShardProgress(request.dest, run_id, storage, enabled=progress):
-            try:
-                return flow(request)
-            except RuntimeError as exc:
-                if request.fail_on_error:
-                    console.print(f"[red]{exc}[/red]")
-                    raise typer.Exit(1) from None
-                raise
+    log = RunLog(request.dest, run_id, storage)
+    with library_logs(log.path, verbose=verbose):
+        with prefect_api(echo=console.print):
+            with ShardProgress(request.dest, run_id, storage, enabled=progress):
+                try:
+                    summary = flow(request)
+                except Exception as exc:  # noqa: BLE001  (one line here; the traceback is in the log)
+                    log.publish()
+                    fail(exc, log.url)
+    summary["log"] = log.publish()
+    return summary
 
 
 @app.command()
@@ -389,6 +412,7 @@ train.__doc__ = (train.__doc__ or "") + "\n\n" + _train_epilog()
 def demo(
     dest: str = typer.Argument("imgpress-demo", help="Where the demo writes its collection and results"),
     workers: Optional[int] = typer.Option(None),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Build a small collection from images shipped in installed packages; compress it; report."""
     from flows.params import CompressRequest
@@ -400,7 +424,7 @@ def demo(
     results = join(dest, "results")
     for codec, params in (("kmeans", {"colors": 64}), ("jpeg", {"quality": 75})):
         request = CompressRequest(source=source, dest=results, codec=codec, shard_size=4, **params)
-        run_compress(request, workers=workers)
+        print_summary(run_compress(request, workers=workers, verbose=verbose), False)
     from tasks.storage import Storage
 
     print_report(results, _report_answers(results, Storage(), errors=True))

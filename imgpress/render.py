@@ -6,9 +6,14 @@ Tables go to stdout; the progress bar, summaries and errors to ``console`` (stde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import sys
+import tempfile
 import threading
+import time
 
 import typer
 from rich.console import Console
@@ -87,8 +92,98 @@ def print_summary(summary: dict, as_json: bool) -> None:
     console.print(
         f"run {summary['run_id']}: {summary['ok']} ok, {summary['errors']} errors of {summary['images']} images "
         f"({summary['images_skipped_as_done']} already done); bpp {number(summary['mean_bpp'])}, "
-        f"PSNR {number(summary['mean_psnr'])} dB, SSIM {number(summary['mean_ssim'])}"
+        f"PSNR {number(summary['mean_psnr'])} dB, SSIM {number(summary['mean_ssim'])}",
+        soft_wrap=True,
     )
+    if summary.get("log"):
+        console.print(f"log: {summary['log']}", highlight=False, soft_wrap=True)
+
+
+def fail(exc: BaseException, log: str | None = None):
+    """Say what went wrong in one line (the details are in the log file), and exit 1."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    name = type(exc).__name__
+    where = f" (details: {log})" if log else ""
+    console.print(f"[red]error:[/red] {name}: {text}{where}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1) from None
+
+
+class RunLog:
+    """Where a CLI invocation's library logs go: the run's ``logs/`` folder (``tasks.layout``).
+
+    Written locally (appending from every process); for a destination on object storage
+    the file is written to the temp folder and copied under the run when the run ends.
+    """
+
+    def __init__(self, dest: str, run_id: str, storage):
+        from tasks.layout import logs_url  # noqa: PLC0415
+        from tasks.storage import is_local, join  # noqa: PLC0415
+
+        name = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.log"
+        self.url = join(logs_url(dest, run_id), name)
+        self.storage = storage
+        fs, path = storage.fs(self.url)
+        self.local = is_local(fs)
+        if self.local:
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            except OSError:  # the destination cannot be written: the run will say so; log beside it
+                self.local = False
+        self.path = path if self.local else os.path.join(tempfile.gettempdir(), "imgpress-logs", run_id, name)
+
+    def publish(self) -> str:
+        """The log's final URL (copied there now when the destination is not local)."""
+        if self.local:
+            return self.url
+        from tasks.storage import write_bytes  # noqa: PLC0415
+
+        try:
+            with open(self.path, "rb") as fh:
+                write_bytes(self.url, fh.read(), self.storage)
+        except Exception:  # noqa: BLE001  (the run's result does not depend on its log)
+            return self.path
+        return self.url
+
+
+@contextlib.contextmanager
+def library_logs(path: str, *, verbose: bool = False):
+    """Send what the libraries write to stderr (this process and its children) to ``path``.
+
+    Prefect's and Dask's loggers, the Dask worker processes, warnings and tracebacks all
+    write to file descriptor 2, which points at the log file for the block; ``console``
+    (progress bar, summary, errors) keeps the terminal. With ``verbose`` nothing is
+    redirected and this process's Python logs are also appended to the file.
+    """
+    import logging  # noqa: PLC0415
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if verbose:
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logging.getLogger().addHandler(handler)
+        try:
+            yield path
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1)
+    kept = console._file  # noqa: SLF001  (rich: None means "sys.stderr when printing")
+    console.file = terminal
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        console._file = kept  # noqa: SLF001
+        terminal.close()
 
 
 def stdout() -> Console:

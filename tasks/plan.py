@@ -9,6 +9,7 @@ never overwrites another run's artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -18,8 +19,16 @@ from importlib import metadata
 
 from tasks import layout
 from tasks.layout import finished_shards, manifest_url, marker_url
-from tasks.report import ensure_schema_file
-from tasks.storage import DestinationError, Storage, exists, list_files, read_bytes, write_bytes
+from tasks.report import ensure_schema_file, read_report, write_report
+from tasks.storage import (
+    DestinationError,
+    Storage,
+    exists,
+    list_files,
+    read_bytes,
+    remove_stale_partials,
+    write_bytes,
+)
 
 
 @dataclass(frozen=True)
@@ -155,9 +164,10 @@ def prepare_run(
         ensure_schema_file(dest, storage)
     except (DestinationError, OSError) as exc:  # the first writes of a run: say plainly that the destination is the problem
         raise DestinationError(f"destination {dest} cannot be written ({exc})") from exc
+    for url in (layout.artifacts_url(dest, run_id), layout.report_folder(dest, run_id), layout.run_url(dest, run_id)):
+        remove_stale_partials(url, storage)
     reports = layout.report_shards(dest, run_id, storage)
     done_shards, done = _finished_work(dest, run_id, set(reports), storage)
-    _drop_unfinished_reports(reports, set(done_shards), storage)
     params_json = json.dumps(params, sort_keys=True)
     specs = tuple(
         ShardSpec(
@@ -165,6 +175,7 @@ def prepare_run(
         )
         for chunk in plan_shards(files, done, shard_size)
     )
+    _drop_unfinished_reports(reports, set(done_shards) | {s.shard_id for s in specs}, storage)
     manifest = {
         "run_id": run_id, "source": source, "dest": dest, "codec": codec, "params": params,
         "shard_size": shard_size, "max_pixels": max_pixels, "storage": storage_dict(storage), "model_url": model_url,
@@ -202,9 +213,64 @@ def finish_run(plan: RunPlan, summaries: list[dict], storage: Storage = Storage(
         "source_bytes": int(totals.get("source_bytes", 0)),
         "artifact_bytes": int(totals.get("artifact_bytes", 0)),
     }
+    summary["shards_merged_away"] = len(drop_overlapping_shards(plan.manifest["dest"], plan.run_id, storage))
     manifest = {**plan.manifest, "status": "completed", "finished": now(), "result": summary}
     write_manifest(plan.manifest["dest"], plan.run_id, manifest, storage)
     return summary
+
+
+def drop_overlapping_shards(dest: str, run_id: str, storage: Storage = Storage()) -> list[str]:
+    """Make every image of a run count once: remove finished shards whose files other shards cover.
+
+    Two attempts of one run at the same time (a scheduled run and a manual one) may cut
+    the files into shards differently (another ``--shard-size``), and then both finish
+    shards holding the same images. Walking the finished shards in id order, a shard whose
+    files the other kept shards all cover is removed (marker first, then report), so every
+    attempt that ends here makes the same choice. Shards that still overlap (neither covers
+    the other) lose the shared files from the later one's report and marker. Returns the
+    removed shard ids.
+    """
+    files: dict[str, set[str]] = {}
+    reports = layout.report_shards(dest, run_id, storage)
+    for shard in sorted(finished_shards(dest, run_id, storage)):
+        if shard not in reports:
+            continue  # no report: readers do not count it, and the next run redoes it
+        try:
+            files[shard] = set(read_marker(dest, run_id, shard, storage)["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable: not counted as finished by readers either
+    counts: dict[str, int] = {}
+    for covered in files.values():
+        for f in covered:
+            counts[f] = counts.get(f, 0) + 1
+    dropped = []
+    for shard, covered in files.items():
+        if covered and all(counts[f] > 1 for f in covered):
+            for f in covered:
+                counts[f] -= 1
+            for url in (marker_url(dest, run_id, shard), reports[shard]):
+                fs, path = storage.fs(url)
+                with contextlib.suppress(FileNotFoundError):  # another attempt removed it first
+                    fs.rm(path)
+            dropped.append(shard)
+    seen: set[str] = set()
+    for shard, covered in files.items():  # shards that overlap without one covering another
+        if shard in dropped:
+            continue
+        twice = covered & seen
+        seen |= covered
+        if twice:
+            _trim_shard(dest, run_id, shard, reports[shard], twice, storage)
+    return dropped
+
+
+def _trim_shard(dest: str, run_id: str, shard: str, report: str, remove: set[str], storage: Storage) -> None:
+    """Take files another kept shard reports out of this shard's report and marker."""
+    rows = [r for r in read_report(report, storage).to_pylist() if r["source"] not in remove]
+    write_report(report, rows, storage)
+    marker = read_marker(dest, run_id, shard, storage)
+    marker["files"] = [f for f in marker["files"] if f not in remove]
+    write_bytes(marker_url(dest, run_id, shard), json.dumps(marker).encode(), storage)
 
 
 def _finished_work(dest: str, run_id: str, reports: set[str], storage: Storage) -> tuple[list[str], set[str]]:
@@ -227,9 +293,15 @@ def _finished_work(dest: str, run_id: str, reports: set[str], storage: Storage) 
     return shards, files
 
 
-def _drop_unfinished_reports(reports: dict[str, str], finished: set[str], storage: Storage) -> None:
-    """A report without its marker is from an attempt that died: its shard will be redone."""
+def _drop_unfinished_reports(reports: dict[str, str], keep: set[str], storage: Storage) -> None:
+    """Remove the reports of shards that are neither finished nor planned now.
+
+    Such a report (no marker) is from an attempt that died with another cut of the files
+    into shards; its images are in this attempt's shards, so left there it would show them
+    twice to readers of the folder. A planned shard's report is left alone: this attempt
+    overwrites it, and it may be a run beside this one that is writing it right now.
+    """
     for shard, url in reports.items():
-        if shard not in finished:
+        if shard not in keep:
             fs, path = storage.fs(url)
             fs.rm(path)

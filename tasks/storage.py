@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import posixpath
+import re
+import socket
 import stat
+import time
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -157,10 +161,17 @@ def write_bytes(url: str, data: bytes, storage: Storage = Storage()) -> None:
         raise DestinationError(f"cannot write {url}: {type(exc).__name__}: {exc}") from exc
 
 
+# A local write's temporary: ``.<name>.<host>-<pid>-<uuid>.partial`` (host: a hash of the
+# hostname), so a later run can tell a dead writer's leftover from a live write.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_PARTIAL = re.compile(r"^\..+\.(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-)?[0-9a-f]{8,32}\.partial$")
+STALE_PARTIAL_S = 3600  # a temporary this old is stale whoever wrote it (another host, a reused pid)
+
+
 def _write_local(path: str, data: bytes) -> None:
     parent = posixpath.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.partial")
+    tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex}.partial")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -177,6 +188,44 @@ def _write_local(path: str, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def remove_stale_partials(url: str, storage: Storage = Storage(), *, max_age_s: float = STALE_PARTIAL_S) -> int:
+    """Remove the temporaries that writers killed mid-write left under local ``url``; return how many.
+
+    A temporary is stale when the process that wrote it (on this host) is gone, or when it
+    is older than ``max_age_s`` (written on another host, or by an older version). A live
+    writer's temporary is left alone, so a run running beside this one is not disturbed.
+    Object stores have no temporaries (a PUT is whole): nothing to do there.
+    """
+    fs, root = storage.fs(url)
+    if not is_local(fs) or not os.path.isdir(root):
+        return 0
+    removed, now = 0, time.time()
+    for dirpath, _, files in os.walk(root, followlinks=False):
+        for name in files:
+            m = _PARTIAL.match(name)
+            if not m:
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                dead = m["host"] == _HOST and not _alive(int(m["pid"]))
+                if dead or now - os.lstat(path).st_mtime > max_age_s:
+                    os.unlink(path)
+                    removed += 1
+            except OSError:
+                continue  # renamed or removed meanwhile: not ours to worry about
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def delete(url: str, storage: Storage = Storage()) -> None:
