@@ -7,6 +7,7 @@ by :mod:`imgpress.options` from the codec registry and the flow's request.
 from __future__ import annotations
 
 import json
+import traceback
 from typing import Optional
 
 import typer
@@ -94,15 +95,17 @@ def run_compress(request, *, dask_address: str | None = None, workers: int | Non
         fail(exc)
     run_id = make_run_id(request.source, request.codec, params)
     flow = compress_collection.with_options(task_runner=dask_runner(dask_address, workers))
-    log = RunLog(request.dest, run_id, storage)
+    log, failure = RunLog(request.dest, run_id, storage), None
     with library_logs(log.path, verbose=verbose):
         with prefect_api(echo=console.print):
             with ShardProgress(request.dest, run_id, storage, enabled=progress):
                 try:
                     summary = flow(request)
-                except Exception as exc:  # noqa: BLE001  (one line here; the traceback is in the log)
-                    log.publish()
-                    fail(exc, log.url)
+                except Exception as exc:  # noqa: BLE001  (one line here; the traceback goes to the log)
+                    traceback.print_exc()
+                    failure = exc
+    if failure is not None:
+        fail(failure, log.publish())
     summary["log"] = log.publish()
     return summary
 

@@ -145,6 +145,16 @@ class RunLog:
         return self.url
 
 
+def _drain_prefect(timeout: float = 10) -> None:
+    """Let Prefect's event and log workers finish now, while their output still goes to the log."""
+    if "prefect" not in sys.modules:
+        return
+    with contextlib.suppress(Exception):
+        from prefect._internal.concurrency.services import QueueService  # noqa: PLC0415
+
+        QueueService.drain_all(timeout=timeout)
+
+
 @contextlib.contextmanager
 def library_logs(path: str, *, verbose: bool = False):
     """Send what the libraries write to stderr (this process and its children) to ``path``.
@@ -178,6 +188,7 @@ def library_logs(path: str, *, verbose: bool = False):
     try:
         yield path
     finally:
+        _drain_prefect()  # its background workers' last words belong in the log too
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         os.dup2(saved, 2)

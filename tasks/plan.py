@@ -213,7 +213,10 @@ def finish_run(plan: RunPlan, summaries: list[dict], storage: Storage = Storage(
         "source_bytes": int(totals.get("source_bytes", 0)),
         "artifact_bytes": int(totals.get("artifact_bytes", 0)),
     }
-    summary["shards_merged_away"] = len(drop_overlapping_shards(plan.manifest["dest"], plan.run_id, storage))
+    try:
+        summary["shards_merged_away"] = len(drop_overlapping_shards(plan.manifest["dest"], plan.run_id, storage))
+    except Exception:  # noqa: BLE001  (storage trouble here must not fail a run whose images are all done;
+        summary["shards_merged_away"] = None  # the next run of this configuration merges again)
     manifest = {**plan.manifest, "status": "completed", "finished": now(), "result": summary}
     write_manifest(plan.manifest["dest"], plan.run_id, manifest, storage)
     return summary

@@ -209,7 +209,7 @@ def remove_stale_partials(url: str, storage: Storage = Storage(), *, max_age_s: 
                 continue
             path = os.path.join(dirpath, name)
             try:
-                dead = m["host"] == _HOST and not _alive(int(m["pid"]))
+                dead = m["host"] == _HOST and not pid_alive(int(m["pid"]))
                 if dead or now - os.lstat(path).st_mtime > max_age_s:
                     os.unlink(path)
                     removed += 1
@@ -218,7 +218,8 @@ def remove_stale_partials(url: str, storage: Storage = Storage(), *, max_age_s: 
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a process of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

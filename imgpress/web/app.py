@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from compressors import CODECS, get_codec
 from compressors.imageio import ImageError, decode_image, encode_png, max_file_bytes
 from compressors.roundtrip import measure
+from tasks.storage import pid_alive
 
 log = logging.getLogger("imgpress.web")
 
@@ -198,18 +199,8 @@ def remove_orphaned_workspaces(root: str | None = None) -> None:
             pid = int((folder / "pid").read_text())
         except (OSError, ValueError):
             continue  # not ours, or being created: leave it
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---------------------------------------------------------------------------- the codecs form
