@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import container
-from .entropy import Y_RANGE, Latent
+from .entropy import Y_RANGE, Latent, z_symbols
 from .model import Z_TAIL
 from .store import LoadedModel, default_model_id, get_model
 
@@ -62,8 +62,7 @@ def analyse(images: Sequence[np.ndarray], *, quality: int, model: str | None = N
         with _precision(autocast):
             y = net.g_a(_to_tensor(images)).float() * gain
             z = net.h_a(y).float()
-    z_sym = torch.clamp(torch.round(z), -Z_TAIL, Z_TAIL).numpy().astype(np.int32)
-    return lm, lm.tables.latents(z_sym, y.numpy())
+    return lm, lm.tables.latents(z_symbols(z.numpy()), y.numpy())
 
 
 def encode_batch(images: Sequence[np.ndarray], *, quality: int, model: str | None = None,

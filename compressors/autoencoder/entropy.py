@@ -61,6 +61,12 @@ class Latent:
         return exact.latent_checksum(self.z, self.y, self.index, self.mean_q)
 
 
+def z_symbols(z: np.ndarray) -> np.ndarray:
+    """The hyper-latent's symbols from the float ``h_a`` output: the parameter path's only input
+    from the float side, made integer here (round half to even, clamped to ``±Z_TAIL``)."""
+    return np.clip(np.rint(np.asarray(z, dtype=np.float64)), -Z_TAIL, Z_TAIL).astype(np.int32)
+
+
 @functools.lru_cache(maxsize=1)
 def y_coding() -> tuple[np.ndarray, np.ndarray, exact.IndexedCategoricals]:
     """The model-independent ``y`` side: (scale table, its integer thresholds, coding tables)."""
