@@ -24,9 +24,10 @@ seed give the same bytes.
 Choosing K:
 
 - ``colors=K``: a palette of at most K colours (fewer when the image has fewer).
-- ``target_psnr=T``: the smallest K reaching T dB, searched with quick fits (stages 1-3,
-  interpolating in log K, safeguarded by bisection); the final fit continues the chosen
-  quick fit, so it only gets better.
+- ``target_psnr=T`` and/or ``target_ssim=S``: the smallest K reaching T dB (and SSIM S),
+  searched with quick fits (stages 1-3) by the search every codec shares
+  (:mod:`compressors.target`: interpolating in log K, safeguarded by bisection); the
+  final fit continues the chosen quick fit, so it only gets better.
   With ``colors`` as well, ``colors`` bounds the search. When even the largest palette
   falls short, that palette is used (best effort; the report shows the PSNR reached).
 - neither: an image with at most 256 colours keeps them all (lossless, as a user of a
@@ -61,7 +62,9 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from compressors.imageio import DEFAULT_MAX_PIXELS, decode_image
+from compressors.metrics import ssim
 from compressors.registry import Codec, Encoded, Param, register
+from compressors.target import PSNR_RANGE, SSIM_RANGE, Target, smallest_passing
 
 __all__ = ["AUTO_TARGET_PSNR", "KMEANS", "Quantized", "decode", "encode", "quantize"]
 
@@ -74,6 +77,7 @@ _BATCH_ITERATIONS = 40
 _FULL_DISTANCE_BUDGET = 40_000_000  # colour-to-centre distances in the full stage
 _FULL_ITERATIONS = (2, 30)
 _DB_PER_DOUBLING = 2.5  # first guess of the target search (Kodak: 2.3-2.9)
+_SSIM_DB_PER_DOUBLING = 1.5  # the same for -10 log10(1 - SSIM) (../shared/data/train: bench/target.py --priors)
 _TOLERANCE = 0.05  # largest centre move (8-bit levels) that counts as converged
 _ASSIGN_BLOCK = 512  # rows per distance block: keeps the (block, K) matrix in cache
 
@@ -125,9 +129,11 @@ class _Histogram:
         else:
             self.colors = self.unique_codes.view(np.uint8).reshape(-1, 4)[:, :3]
         self.shape = image.shape
+        self.image = image
         self.values = self.colors.astype(np.float32)
         self.weights = self.counts.astype(np.float64)
         self._augmented: np.ndarray | None = None
+        self._inverse: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -148,6 +154,12 @@ class _Histogram:
         counts = np.bincount(picks, minlength=self.size)
         chosen = np.flatnonzero(counts)
         return self.values[chosen], counts[chosen].astype(np.float64)
+
+    def reconstruct(self, fit: "_Fit") -> np.ndarray:
+        """The image a fit gives: each pixel's colour mapped to its palette entry."""
+        if self._inverse is None:
+            self._inverse = np.searchsorted(self.unique_codes, self.codes)
+        return fit.palette[fit.assignment][self._inverse].reshape(self.shape)
 
     def squared_error(self, assignment: np.ndarray, palette: np.ndarray) -> int:
         """Exact total squared error of mapping each colour to ``palette[assignment]``."""
@@ -253,45 +265,38 @@ def _full_fit(hist: _Histogram, k: int, seed: int, quick: _Fit | None = None) ->
     return full if full.squared_error <= quick.squared_error else quick  # rounding can tie
 
 
-def _fit_to_target(hist: _Histogram, target: float, k_max: int, seed: int) -> _Fit:
-    """The smallest K <= k_max whose fit reaches ``target`` dB.
+def _fit_to_target(hist: _Histogram, target: Target, k_max: int, seed: int) -> _Fit:
+    """The smallest K <= k_max whose fit reaches ``target``.
 
-    PSNR grows about linearly in log K (~2.5 dB per doubling on photos), so the bracket
-    [lo, hi] (lo falls short, hi reaches) is narrowed by interpolating in log K, with a
-    bisection step whenever that did not halve it: 4-6 quick fits instead of 8.
+    The shared search (:func:`compressors.target.smallest_passing`) on quick fits: PSNR
+    grows about linearly in log K (~2.5 dB per doubling on photos), so it starts at
+    k_max, interpolates in log K and bisects when that did not halve the bracket: 4-6
+    quick fits instead of 8. PSNR comes from the fit's exact squared error; SSIM (only
+    when asked) from the fit's image.
     """
     k_max = min(k_max, hist.size)
     quick: dict[int, _Fit] = {}
 
-    def psnr_at(k: int) -> float:
-        if k not in quick:
-            quick[k] = _quick_fit(hist, k, seed)
-        return hist.psnr(quick[k].squared_error)
+    def margin(k: int) -> float:
+        fit = quick[k] = _quick_fit(hist, k, seed)
+        value = hist.psnr(fit.squared_error)
+        structural = None
+        if target.ssim is not None:
+            structural = 1.0 if fit.squared_error == 0 else ssim(hist.image, hist.reconstruct(fit))
+        return target.margin_from(value, structural)
 
-    lo, hi = 0, k_max
-    if psnr_at(hi) >= target:
-        halve = False
-        while hi - lo > 1:
-            p_hi = psnr_at(hi)
-            if halve or not math.isfinite(p_hi):
-                guess = (lo + hi) / 2
-            elif lo == 0:
-                guess = hi * 2.0 ** ((target - p_hi) / _DB_PER_DOUBLING)
-            else:
-                p_lo = psnr_at(lo)
-                guess = lo * (hi / lo) ** ((target - p_lo) / max(p_hi - p_lo, 1e-9))
-            k = int(min(max(round(guess), lo + 1), hi - 1))
-            width = hi - lo
-            if psnr_at(k) >= target:
-                hi = k
-            else:
-                lo = k
-            halve = not halve and (hi - lo) * 2 > width
-    return _full_fit(hist, hi, seed, quick.get(hi))
+    slope = _SSIM_DB_PER_DOUBLING if target.psnr is None else _DB_PER_DOUBLING
+    k = smallest_passing(margin, 1, k_max, start=k_max, slope=slope, log=True)[0]
+    return _full_fit(hist, k, seed, quick.get(k))
 
 
 def quantize(
-    image: np.ndarray, *, colors: int | None = None, target_psnr: float | None = None, seed: int = 0
+    image: np.ndarray,
+    *,
+    colors: int | None = None,
+    target_psnr: float | None = None,
+    seed: int = 0,
+    target_ssim: float | None = None,
 ) -> Quantized:
     """The palette image the ``kmeans`` codec stores (see the module doc for the rules)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
@@ -300,15 +305,17 @@ def quantize(
         raise ValueError(f"kmeans: colors must be in 2..{MAX_COLORS}, got {colors}")
     if target_psnr is not None and not target_psnr > 0:
         raise ValueError(f"kmeans: target_psnr must be positive, got {target_psnr}")
+    if target_ssim is not None and not 0 < target_ssim < 1:
+        raise ValueError(f"kmeans: target_ssim must be in (0, 1), got {target_ssim}")
+    target = Target(target_psnr, target_ssim)
     with threadpool_limits(limits=1, user_api="blas"):  # small products; see metrics.py
         hist = _Histogram(image)
-        if target_psnr is None and colors is not None:
+        if not target and colors is not None:
             fit = _full_fit(hist, colors, seed)
-        elif target_psnr is None and hist.size <= MAX_COLORS:
+        elif not target and hist.size <= MAX_COLORS:
             fit = _quick_fit(hist, MAX_COLORS, seed)  # every colour kept: lossless
         else:
-            target = AUTO_TARGET_PSNR if target_psnr is None else target_psnr
-            fit = _fit_to_target(hist, target, colors or MAX_COLORS, seed)
+            fit = _fit_to_target(hist, target or Target(AUTO_TARGET_PSNR), colors or MAX_COLORS, seed)
     return _compact(hist, fit)
 
 
@@ -382,13 +389,22 @@ def palette_png(indices: np.ndarray, palette: np.ndarray, *, mark_rgb: bool = Fa
 
 
 def encode(
-    image: np.ndarray, *, colors: int | None = None, target_psnr: float | None = None, seed: int = 0
+    image: np.ndarray,
+    *,
+    colors: int | None = None,
+    target_psnr: float | None = None,
+    seed: int = 0,
+    target_ssim: float | None = None,
 ) -> Encoded:
     """uint8 (H, W, 1|3) -> palette PNG bytes and the K used (see the module doc for how K is chosen)."""
-    q = quantize(image, colors=colors, target_psnr=target_psnr, seed=seed)
+    q = quantize(image, colors=colors, target_psnr=target_psnr, seed=seed, target_ssim=target_ssim)
     gray_palette = bool(np.all(q.palette == q.palette[:, :1]))
     data = palette_png(q.indices, q.palette, mark_rgb=image.shape[2] == 3 and gray_palette)
-    return Encoded(data, {"colors": int(len(q.palette))})
+    decision = {"colors": int(len(q.palette))}
+    target = Target(target_psnr, target_ssim)
+    if target and target.margin_from(q.psnr, ssim(image, q.image) if target_ssim is not None else None) < 0:
+        decision["target_met"] = False  # best effort: even the largest palette allowed fell short
+    return Encoded(data, decision)
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -437,14 +453,17 @@ KMEANS = register(
             ),
             "target_psnr": Param(
                 None,
-                10,
-                80,
-                "the smallest palette reaching this PSNR in dB (neither this nor colors: lossless for "
+                *PSNR_RANGE,
+                "the smallest palette reaching this PSNR in dB (no target nor colors: lossless for "
                 f"images of <= 256 colours, else {AUTO_TARGET_PSNR:g} dB with at most 256)",
                 kind=float,
+            ),
+            "target_ssim": Param(
+                None, *SSIM_RANGE, "the smallest palette reaching this SSIM (with target_psnr: both)", kind=float
             ),
             "seed": Param(0, 0, 2**32 - 1, "seed of the pixel sampling and k-means++ seeding"),
         },
         description="K-means colour palette (mini-batch then full Lloyd), no dithering, standard indexed PNG",
+        signatures=((0, _PNG_SIGNATURE),),
     )
 )

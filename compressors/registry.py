@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from compressors.target import PSNR_RANGE, SSIM_RANGE, TARGET_PARAMS, Target, encode_to_target
+
 
 @dataclass(frozen=True)
 class Param:
@@ -26,6 +28,8 @@ class Param:
     help: str = ""
     kind: type = int
     choices: tuple = ()  # when not empty: the only values allowed
+    # Further validation after coercion (e.g. a list of codec names): returns the value, or raises ValueError.
+    check: Callable[[Any], Any] | None = None
 
     def coerce(self, name: str, value: Any, *, owner: str) -> Any:
         """``value`` as this parameter's type, checked against its bounds and choices."""
@@ -44,7 +48,7 @@ class Param:
             raise ValueError(f"{owner}: {name}={value} is outside [{self.lo}, {self.hi}]")
         if self.choices and value not in self.choices:
             raise ValueError(f"{owner}: {name}={value!r} is not one of {', '.join(map(str, self.choices))}")
-        return value
+        return value if self.check is None else self.check(value)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class Encoded:
     route: str | None = None
     # The artifact's suffix when it is not the codec's usual format; "" means the artifact
     # *is* the source file, kept as it is under its own name (``data`` == the source bytes).
+    # ``auto`` stores the chosen codec's standard file (``.webp``, ``.jpg`` ...) under that suffix.
     extension: str | None = None
 
 
@@ -71,7 +76,8 @@ class Codec:
     """A named, pure codec.
 
     ``extension`` is the artifact's file suffix (standard formats keep the standard
-    suffix so any viewer opens them). ``params`` lists every parameter ``encode`` takes.
+    suffix so any viewer opens them; empty for ``auto``, whose artifacts take the chosen
+    codec's). ``signatures`` say how its artifacts begin (``auto`` decodes by them). ``params`` lists every parameter ``encode`` takes.
     ``encode_fn`` returns ``bytes`` or an :class:`Encoded` (when it decides something per
     image). A codec with ``takes_source=True`` also receives the source file's bytes as
     ``source=`` (``None`` when there is no file, e.g. an array from a test): the contract
@@ -81,6 +87,14 @@ class Codec:
     an artifact that holds them exactly (a JPEG losslessly transcoded to JPEG XL), or
     ``None`` for an artifact that holds pixels only; like ``decode_fn`` it validates the
     untrusted artifact and raises ``ValueError`` (a checksum mismatch included).
+
+    Quality targets (:mod:`compressors.target`): a codec that names an integer parameter
+    in ``target_search`` (e.g. ``"quality"``) gets the ``target_psnr`` and ``target_ssim``
+    parameters too; with either set, :meth:`compress` searches that parameter per image
+    for the lowest value reaching the target (the parameter, when given, bounds the
+    search from above). ``target_priors`` (metric -> (setting, median dB) points measured
+    on training images) say where the search starts; ``target_tolerance`` (dB) lets it
+    stop once a passing setting is that close to the target.
     """
 
     name: str
@@ -91,6 +105,16 @@ class Codec:
     description: str = ""
     takes_source: bool = False
     restore_fn: Callable[[bytes], bytes | None] | None = None
+    signatures: tuple[tuple[int, bytes], ...] = ()  # (offset, bytes): how its artifacts begin
+    target_search: str | None = None
+    target_priors: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    target_tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.target_search is not None:
+            if self.target_search not in self.params:
+                raise ValueError(f"{self.name}: target_search names no parameter ({self.target_search!r})")
+            object.__setattr__(self, "params", {**self.params, **target_params()})
 
     def canonical_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Fill defaults, coerce types, check bounds; ``None`` values count as unset.
@@ -108,6 +132,9 @@ class Codec:
         for name, spec in self.params.items():
             value = given.get(name, spec.default)
             out[name] = None if value is None else spec.coerce(name, value, owner=self.name)
+        searched = self.target_search
+        if searched and any(out.get(t) is not None for t in TARGET_PARAMS) and searched not in given:
+            out[searched] = None  # a target chooses it per image, over the whole range
         return out
 
     def compress(self, image: np.ndarray, *, source: bytes | None = None, **params: Any) -> Encoded:
@@ -116,11 +143,19 @@ class Codec:
         kwargs = self.canonical_params(params)
         if self.takes_source:
             kwargs["source"] = source
+        if self.target_search:
+            target = Target(kwargs.pop("target_psnr"), kwargs.pop("target_ssim"))
+            if target:
+                return encode_to_target(self, image, target, kwargs)[0]
         out = self.encode_fn(image, **kwargs)
         return out if isinstance(out, Encoded) else Encoded(bytes(out))
 
     def encode(self, image: np.ndarray, **params: Any) -> bytes:
         return self.compress(image, **params).data
+
+    def recognizes(self, data: bytes) -> bool:
+        """Whether ``data`` starts like this codec's artifacts (its signature, not a full check)."""
+        return any(data[o : o + len(sig)] == sig for o, sig in self.signatures)
 
     def decode(self, data: bytes) -> np.ndarray:
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -138,6 +173,14 @@ class Codec:
         if len(data) == 0:
             raise ValueError(f"{self.name}: empty artifact")
         return self.restore_fn(bytes(data))
+
+
+def target_params() -> dict[str, Param]:
+    """The two target parameters every codec with a quality search takes (one definition)."""
+    return {
+        "target_psnr": Param(None, *PSNR_RANGE, "per image, the lowest setting reaching this PSNR (dB)", kind=float),
+        "target_ssim": Param(None, *SSIM_RANGE, "per image, the lowest setting reaching this SSIM", kind=float),
+    }
 
 
 CODECS: dict[str, Codec] = {}

@@ -17,7 +17,7 @@ from tasks.storage import Storage, list_files
 def decompress_collection(request: DecompressRequest) -> dict:
     """Decode every artifact under ``request.source`` into ``request.dest`` as PNG."""
     storage = Storage(endpoint_url=request.endpoint_url)
-    extensions = tuple(sorted({c.extension for c in CODECS.values()}))
+    extensions = tuple(sorted({c.extension for c in CODECS.values() if c.extension}))
     files = list_files(request.source, storage, extensions=extensions, exclude=(request.dest,))
     chunks = [tuple(files[i : i + request.shard_size]) for i in range(0, len(files), request.shard_size)]
     futures = t.decompress_shard.map(

@@ -18,6 +18,7 @@ then its marker. Each write is whole-or-nothing (:func:`tasks.storage.write_byte
 from __future__ import annotations
 
 import errno
+import time
 
 import numpy as np
 
@@ -39,7 +40,8 @@ from tasks.storage import (
     write_bytes,
 )
 
-__all__ = ["DestinationError", "SourceError", "compress_shard", "compress_one", "decompress_shard"]
+__all__ = ["DestinationError", "SourceError", "compress_shard", "compress_shard_retrying", "compress_one",
+           "decompress_shard"]
 
 # Local read errors that belong to the file itself, not to the storage: they become rows.
 FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ELOOP,
@@ -48,6 +50,32 @@ FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOT
 
 class SourceError(RuntimeError):
     """The source could not be read for a reason that is not the file's own: retry the shard."""
+
+
+# What a retry cannot fix: a bad configuration, a refused destination. Anything else that
+# fails a whole shard (a storage outage after botocore's own retries, a dropped connection)
+# is retried after each of these delays; shards are idempotent, so that is safe.
+PERMANENT = (ValueError, FileNotFoundError, PermissionError, DestinationError)
+RETRY_DELAYS_S = (2.0, 10.0)
+
+
+def compress_shard_retrying(spec: ShardSpec, delays: tuple[float, ...] = RETRY_DELAYS_S) -> dict:
+    """:func:`compress_shard`, retried after each of ``delays`` when it fails transiently.
+
+    This is the callable the compress flow sends to Dask, one plain Dask task per shard:
+    the same retry policy as the Prefect task wrappers, without a Prefect task run per
+    shard (~200 ms each under DaskTaskRunner).
+    """
+    for delay in (*delays, None):
+        try:
+            return compress_shard(spec)
+        except PERMANENT:
+            raise
+        except Exception:
+            if delay is None:
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def compress_shard(spec: ShardSpec) -> dict:
@@ -87,7 +115,8 @@ def compress_one(spec: ShardSpec, codec, params: dict, rel: str, size: int) -> d
     except Exception as exc:  # noqa: BLE001  (whatever one image does, it is that image's row)
         row["error"] = _message(exc)
         return row
-    url = artifact_url(spec.dest, spec.run_id, rel, codec.extension)
+    extension = codec.extension if measured.encoded.extension is None else measured.encoded.extension
+    url = artifact_url(spec.dest, spec.run_id, rel, extension)  # auto: the chosen codec's
     _write(url, measured.encoded.data, spec.storage)
     row.update(status="ok", artifact=url, **measured.fields(row["source_bytes"]))
     return row
@@ -129,7 +158,8 @@ def codec_for_path(rel: str):
     """The codec whose artifact extension ends ``rel`` (longest match wins)."""
     from compressors import CODECS  # noqa: PLC0415
 
-    matches = [c for c in CODECS.values() if rel.lower().endswith(c.extension)]
+    # (``auto`` has no extension of its own: its artifacts carry the chosen codec's.)
+    matches = [c for c in CODECS.values() if c.extension and rel.lower().endswith(c.extension)]
     if not matches:
         raise ValueError(f"no codec writes files like {rel!r}")
     # ".png" is both kmeans's artifact and a plain PNG: kmeans decodes any PNG.

@@ -40,7 +40,7 @@ def ihdr(png: bytes) -> tuple[int, int]:
 def test_kmeans_is_registered_with_its_parameters() -> None:
     codec = get_codec("kmeans")
     assert codec is KMEANS and codec.extension == ".png"
-    assert set(codec.params) == {"colors", "target_psnr", "seed"}
+    assert set(codec.params) == {"colors", "target_psnr", "target_ssim", "seed"}
 
 
 @pytest.mark.parametrize("k", [2, 16, 64])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import models
 from ..registry import Codec, Param, register
+from . import container
 
 models.register_architecture(models.Architecture(
     cls="compressors.autoencoder.model:MeanScaleHyperprior", kind="autoencoder",
@@ -92,6 +93,8 @@ CODEC = register(
                            help="model: a shipped model's id or name, or the URL of a trained one's .safetensors"),
         },
         description="learned mean-scale hyperprior autoencoder (Minnen et al. 2018), ANS-coded",
+        signatures=((0, container.MAGIC),),
+        target_search="quality",  # six levels: the search bisects them (2-3 encodes)
     )
 )
 
