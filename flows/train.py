@@ -56,8 +56,8 @@ def train_model(request: TrainRequest) -> dict:
             request.kind, data, options=request.options, minutes=request.minutes, max_steps=request.max_steps,
             seed=request.seed, init=init,
         )
-    model_id, weights, meta = future.result(timeout=request.minutes * 60 + RESULT_SLACK_S)
+    model_id, weights, meta, worker = future.result(timeout=request.minutes * 60 + RESULT_SLACK_S)
     url = t.publish_model(request.model_dest, model_id, weights, meta, storage)
-    summary = training.summary_of(model_id, url, meta)
+    summary = training.summary_of(model_id, url, meta, worker)
     logger.info("%s model %s written to %s", request.kind, model_id, url)
     return summary

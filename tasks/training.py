@@ -53,15 +53,34 @@ def init_state(ref: str | None, kind: str = "autoencoder", storage: Storage = St
 def train_model(
     kind: str, data, *, options: dict, minutes: float, max_steps: int | None, seed: int,
     init: tuple[bytes, bytes] | None,
-) -> tuple[str, bytes, bytes]:
-    """Train a model of ``kind`` on CUDA when this worker has it, else CPU; return it serialized."""
+) -> tuple[str, bytes, bytes, str]:
+    """Train a model of ``kind`` on CUDA when this worker has it, else CPU.
+
+    Returns the model serialized ``(model_id, safetensors, json)`` and where it trained:
+    the Dask worker's name (``dask worker --name``; its address when unnamed), or the host
+    name outside Dask.
+    """
     import torch  # noqa: PLC0415
 
     from compressors import models  # noqa: PLC0415
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return models.train(kind, data, options=options, minutes=minutes, max_steps=max_steps, device=device,
-                        seed=seed, init=init)
+    model_id, weights, meta = models.train(kind, data, options=options, minutes=minutes, max_steps=max_steps,
+                                           device=device, seed=seed, init=init)
+    return model_id, weights, meta, worker_name()
+
+
+def worker_name() -> str:
+    """The Dask worker running this call (its ``--name``, else its address), else this host's name."""
+    import socket  # noqa: PLC0415
+
+    try:
+        from distributed import get_worker  # noqa: PLC0415
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return socket.gethostname()
+    return str(worker.name if worker.name is not None else worker.address)
 
 
 def publish_model(model_dest: str, model_id: str, weights: bytes, meta: bytes, storage: Storage = Storage()) -> str:
@@ -72,10 +91,11 @@ def publish_model(model_dest: str, model_id: str, weights: bytes, meta: bytes, s
     return url
 
 
-def summary_of(model_id: str, url: str, meta: bytes) -> dict:
+def summary_of(model_id: str, url: str, meta: bytes, worker: str | None = None) -> dict:
     data = json.loads(meta)
     training = data.get("training", {})
     return {
         "model_id": model_id, "kind": data.get("kind"), "model_url": url, "steps": training.get("steps"),
         "wall_s": training.get("wall_s"), "device": training.get("device"), "final": training.get("final"),
+        "worker": worker,
     }
