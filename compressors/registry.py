@@ -133,8 +133,12 @@ class Codec:
             value = given.get(name, spec.default)
             out[name] = None if value is None else spec.coerce(name, value, owner=self.name)
         searched = self.target_search
-        if searched and any(out.get(t) is not None for t in TARGET_PARAMS) and searched not in given:
-            out[searched] = None  # a target chooses it per image, over the whole range
+        if searched:
+            if any(out.get(t) is not None for t in TARGET_PARAMS) and searched not in given:
+                out[searched] = None  # a target chooses it per image, over the whole range
+            for t in TARGET_PARAMS:  # unset targets stay out: the run ids of untargeted runs do not change
+                if out.get(t) is None:
+                    out.pop(t, None)
         return out
 
     def compress(self, image: np.ndarray, *, source: bytes | None = None, **params: Any) -> Encoded:
@@ -144,7 +148,7 @@ class Codec:
         if self.takes_source:
             kwargs["source"] = source
         if self.target_search:
-            target = Target(kwargs.pop("target_psnr"), kwargs.pop("target_ssim"))
+            target = Target(kwargs.pop("target_psnr", None), kwargs.pop("target_ssim", None))
             if target:
                 return encode_to_target(self, image, target, kwargs)[0]
         out = self.encode_fn(image, **kwargs)
