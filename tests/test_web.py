@@ -215,6 +215,16 @@ def test_bad_files_get_a_message_on_the_page(web_server, browser, photo, tmp_pat
     page.set_default_timeout(60_000)
     page.goto(web_server["url"])
     page.wait_for_function("() => document.querySelector('#status').textContent === 'ready'")
+    # Dropped on the drop zone (a real DataTransfer holding a File, as a desktop drag gives).
+    page.locator("#drop").evaluate(
+        """(zone) => {
+            const data = new DataTransfer();
+            data.items.add(new File(["not pixels"], "dropped.png", { type: "image/png" }));
+            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+        }"""
+    )
+    page.get_by_text("dropped.png: not an image").wait_for()
+    # Chosen with the file dialog, several at once.
     page.set_input_files("#files", [str(bad / n) for n in ("notes.png", "cut.png", "huge.png", "big.bin")])
     message = page.locator("#message")
     message.locator("p").nth(3).wait_for()

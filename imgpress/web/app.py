@@ -389,7 +389,7 @@ def create_app(limits: Limits = Limits(), *, temp_root: str | None = None) -> Fa
         )
         return response
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
