@@ -148,18 +148,20 @@ def test_upload_compare_download_in_chromium(web_server, browser, photo, tmp_pat
 
     page.select_option("#setting-A select[name=codec]", "webp")
     page.fill("#setting-A input[name=quality]", "40")
-    page.check("#compare")  # B starts as a copy of A; make it JPEG at the same quality
+    page.check("#compare")  # B starts as a copy of A; make it JPEG at a target PSNR
     page.select_option("#setting-B select[name=codec]", "jpeg")
-    page.fill("#setting-B input[name=quality]", "40")
+    page.fill("#setting-B input[name=target_psnr]", "36")
     page.click("#run")
     _wait_runs(page, 2)
     assert not page.locator("#message").is_visible(), page.locator("#message").inner_text()
 
-    shown = {s: {m: _metric(page, s, m) for m in ("codec", "params", "psnr", "ssim", "bpp", "artifact_bytes",
-                                                  "compression_ratio", "encode_ms", "decode_ms")}
+    shown = {s: {m: _metric(page, s, m) for m in ("codec", "params", "decision", "psnr", "ssim", "bpp",
+                                                  "artifact_bytes", "compression_ratio", "encode_ms", "decode_ms")}
              for s in ("A", "B")}
     assert shown["A"]["codec"] == "webp" and shown["A"]["params"] == "quality=40"
-    assert shown["B"]["codec"] == "jpeg" and shown["B"]["params"] == "quality=40"
+    # Only what the user set is sent (the form's quality 75 would cap the search): the codec chose the quality.
+    assert shown["B"]["codec"] == "jpeg" and shown["B"]["params"] == "target_psnr=36"
+    assert re.fullmatch(r"quality=\d+", shown["B"]["decision"]) and _number(shown["B"]["psnr"]) >= 36
     for s in ("A", "B"):
         assert _number(shown[s]["encode_ms"]) > 0 and _number(shown[s]["decode_ms"]) > 0
 

@@ -125,8 +125,11 @@ function buildParams(letter) {
 function paramField(letter, p, remembered) {
   const id = `${letter}-${p.name}`;
   const value = remembered !== undefined ? remembered : p.default;
-  const common = { id, name: p.name, "data-param": p.name, "data-kind": p.kind,
-                   onchange: () => remember(letter), title: p.help };
+  // Only parameters the user set are sent (as on the command line): the codec fills in the
+  // rest, so e.g. a target PSNR alone searches the whole quality range.
+  const given = remembered !== undefined && String(remembered ?? "") !== String(p.default ?? "");
+  const common = { id, name: p.name, "data-param": p.name, "data-kind": p.kind, "data-set": given ? "1" : null,
+                   onchange: () => remember(letter), oninput: (e) => { e.target.dataset.set = "1"; }, title: p.help };
   const wrap = el("div", { class: "param" });
   const label = el("label", { for: id, text: p.name.replace(/_/g, " ") });
   let input;
@@ -156,7 +159,11 @@ function paramField(letter, p, remembered) {
                                   class: "slider" });
       range.value = input.value === "" ? (p.min + p.max) / 2 : input.value;
       range.classList.toggle("unset", input.value === "");
-      range.addEventListener("input", () => { input.value = range.value; range.classList.remove("unset"); });
+      range.addEventListener("input", () => {
+        input.value = range.value;
+        input.dataset.set = "1";
+        range.classList.remove("unset");
+      });
       range.addEventListener("change", () => remember(letter));
       input.addEventListener("input", () => {
         range.classList.toggle("unset", input.value === "");
@@ -183,6 +190,7 @@ function readParams(letter, raw = false) {
   const out = {};
   for (const input of $(`#setting-${letter}`).querySelectorAll("[data-param]")) {
     const kind = input.dataset.kind;
+    if (!raw && input.dataset.set !== "1") continue;
     let v;
     if (kind === "bool") v = input.checked;
     else if (input.value.trim() === "") v = null;
