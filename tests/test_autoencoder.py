@@ -47,7 +47,7 @@ def image() -> np.ndarray:
 def test_autoencoder_is_registered_with_quality_and_model_params():
     codec = get_codec("autoencoder")
     assert CODECS["autoencoder"] is codec and codec.extension == ".imp"
-    assert set(codec.params) == {"quality", "model"}
+    assert set(codec.params) == {"quality", "model", "target_psnr", "target_ssim"}
     assert codec.params["model"].kind is str
     assert codec.params["quality"].lo == 1
 

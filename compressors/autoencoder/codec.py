@@ -35,7 +35,8 @@ def _to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     pb, pr = container.padding_for(h, w)
     batch = np.stack([np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images])
     batch = np.pad(batch, ((0, 0), (0, pb), (0, pr), (0, 0)), mode="edge")
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+    # channels_last: the layout the model is kept in for inference (see LoadedModel)
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
 
 
 def _precision(autocast: torch.dtype | None):
@@ -159,7 +160,7 @@ def decode_batch(datas: Sequence[bytes], *, autocast: torch.dtype | None = None)
         q = torch.tensor([parsed[i][0].quality - 1 for i in members])
         with torch.inference_mode():
             _, inv_gain = lm.model.gains(q)
-            y_hat = torch.from_numpy(np.stack(y_hats).astype(np.float32))
+            y_hat = torch.from_numpy(np.stack(y_hats).astype(np.float32)).contiguous(memory_format=torch.channels_last)
             with _precision(autocast):
                 x_hat = lm.model.g_s(y_hat * inv_gain).float()
             pix = x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()[:, :h, :w]
