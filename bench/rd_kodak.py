@@ -38,7 +38,7 @@ PUBLISHED = {  # label -> codec column in kodak_rd_published.csv (8-bit decoded:
     "mbt2018-mean (published)": "mbt2018-mean_mse_ans_cuda[8bit-decoded]",
     "jpeg2000 (published)": "jpeg2000",
 }
-CLASSICAL = ("jpeg", "webp", "avif", "jpeg2000")
+CLASSICAL = ("jpeg", "webp", "avif", "jpeg2000", "jxl")
 
 
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")

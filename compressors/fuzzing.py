@@ -101,6 +101,9 @@ def input_seeds() -> list[bytes]:
         buf = io.BytesIO()
         im.save(buf, format=fmt, **kw)
         out.append(buf.getvalue())
+    import imagecodecs  # noqa: PLC0415  (a 12-bit JPEG: Pillow cannot read it; imageio uses libjpeg-turbo)
+
+    out.append(bytes(imagecodecs.jpeg8_encode(np.asarray(img).astype(np.uint16) * 16, bitspersample=12, level=90)))
     return out
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -104,6 +105,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
     except ImageError:
         raise
     except UnidentifiedImageError:
+        if data.startswith(b"\xff\xd8\xff"):
+            return _jpeg_beyond_pillow(data, max_pixels)
         raise ImageError(f"not an image in a format this pipeline reads (starts with {data[:8]!r})") from None
     except Image.DecompressionBombError as exc:
         # Raised inside Image.open, before we see the size, past Pillow's hard limit.
@@ -122,6 +125,64 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
     except Exception as exc:  # noqa: BLE001  (a plugin tripping on a hostile file: IndexError, struct.error ...)
         raise ImageError(f"corrupt image: {type(exc).__name__}: {exc}") from None
     return Decoded(image=image, source_format=fmt, source_mode=mode, conversion=";".join(steps))
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int, int, int]:
+    """``(marker, precision, height, width, components)`` of a JPEG's frame header (SOFn)."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise ImageError("corrupt JPEG: a marker was expected")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker in _SOF and pos + 10 <= len(data):
+            p, h, w, n = data[pos + 4], *struct.unpack(">HH", data[pos + 5 : pos + 9]), data[pos + 9]
+            return marker, p, h, w, n
+        if marker in (0xD9, 0xDA) or length < 2:
+            break
+        pos += 2 + length
+    raise ImageError("corrupt JPEG: no frame header before the scan")
+
+
+def _jpeg_beyond_pillow(data: bytes, max_pixels: int) -> Decoded:
+    """12-bit and lossless JPEGs, which Pillow does not read: libjpeg-turbo through imagecodecs.
+
+    The frame header's size is checked before decoding; samples above 8 bits are scaled to
+    8 bits (``round(v * 255 / (2**bits - 1))``), named in the conversion like 16-bit PNGs.
+    """
+    marker, bits, h, w, components = _jpeg_frame(data)
+    kind = f"{bits}-bit {'lossless ' if marker in (0xC3, 0xC7, 0xCB, 0xCF) else ''}JPEG"
+    if w < 1 or h < 1:
+        raise ImageError(f"{kind} header claims an empty size {w}x{h}")
+    if w * h > max_pixels:
+        raise ImageError(
+            f"image header claims {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+            "(possible decompression bomb)"
+        )
+    if components not in (1, 3):
+        raise ImageError(f"{kind} with {components} components: not an image this pipeline reads")
+    try:
+        import imagecodecs  # noqa: PLC0415  (a runtime dependency; only these rare files need it here)
+
+        arr = np.asarray(imagecodecs.jpeg8_decode(data))
+    except MemoryError:
+        raise ImageError("not enough memory to decode this image") from None
+    except Exception as exc:  # noqa: BLE001  (libjpeg's errors: a corrupt or unsupported stream)
+        raise ImageError(f"corrupt or unsupported {kind}: {exc}") from None
+    steps = []
+    if arr.dtype != np.uint8:
+        top = (1 << bits) - 1
+        arr = ((arr.astype(np.uint32).clip(0, top) * 255 + top // 2) // top).astype(np.uint8)
+        steps.append(f"{bits}-bit to 8-bit")
+    image = arr[:, :, None] if arr.ndim == 2 else _gray_if_equal(arr, steps)
+    return Decoded(image=np.ascontiguousarray(image), source_format="JPEG", source_mode=kind,
+                   conversion=";".join(steps))
 
 
 def _orientation(im: Image.Image) -> int:

@@ -170,6 +170,12 @@ class Codec:
         check_image(image)
         return image
 
+    def original_of(self, encoded: Encoded) -> bytes | None:
+        """The file ``encoded`` gives back byte for byte (kept as it is, or restored), else ``None``."""
+        if encoded.extension == "":
+            return encoded.data
+        return self.restore(encoded.data)
+
     def restore(self, data: bytes) -> bytes | None:
         """The original file's bytes when this artifact holds them exactly, else ``None``."""
         if self.restore_fn is None:

@@ -4,11 +4,18 @@
 and the browser page (:mod:`imgpress.web`): encode, decode, PSNR and SSIM on exactly
 ``decode(encode(x))``, wall times of each step, and sizes counted from the real bytes.
 Pure compute: no I/O.
+
+An artifact that gives back the source *file* byte for byte (a JPEG transcoded to JPEG
+XL, or a file the codec kept as it is: :meth:`Codec.original_of`) is exact by its bytes:
+the bytes are compared with the source, and its pixels are the source's by definition, so
+PSNR is inf and SSIM 1 without decoding pixels; its decode time is the restore's. Bytes
+that differ from the source raise (a row's error, never a silent wrong file).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -33,13 +40,26 @@ class Measured:
     encode_ms: float
     decode_ms: float
     metrics_ms: float
+    file_exact: bool = False  # the artifact gives back the source file byte for byte
 
     @property
     def artifact_bytes(self) -> int:
         return len(self.encoded.data)
 
-    def fields(self, source_bytes: int) -> dict[str, Any]:
-        """The report row's measured columns (source file of ``source_bytes`` bytes)."""
+    def extension(self, codec: Codec) -> str:
+        """The artifact's suffix: the codec's, or the one this image's artifact says ("" = kept as is)."""
+        return codec.extension if self.encoded.extension is None else self.encoded.extension
+
+    def exact(self, input_exact: bool = True) -> bool:
+        """The artifact gives back the source: its file, or every pixel of an input the rules kept whole."""
+        return self.file_exact or (self.psnr == math.inf and input_exact)
+
+    def fields(self, source_bytes: int, *, input_exact: bool = True) -> dict[str, Any]:
+        """The report row's measured columns (source file of ``source_bytes`` bytes).
+
+        ``input_exact``: the decoded input holds every sample of the source
+        (:attr:`compressors.imageio.Decoded.pixel_exact`); a pixel-exact artifact of it is exact.
+        """
         h, w, c = self.reference.shape[0], self.reference.shape[1], self.decoded.shape[2]
         n = self.artifact_bytes
         out = {
@@ -47,6 +67,7 @@ class Measured:
             "encode_ms": self.encode_ms, "decode_ms": self.decode_ms, "metrics_ms": self.metrics_ms,
             "artifact_bytes": n, "bpp": n * 8 / (w * h),
             "compression_ratio": source_bytes / n, "raw_compression_ratio": w * h * c / n,
+            "exact": self.exact(input_exact), "route": self.encoded.route, "bytes_saved": source_bytes - n,
         }
         if self.encoded.decision:
             out["decision"] = json.dumps(dict(self.encoded.decision), sort_keys=True, separators=(",", ":"))
@@ -64,6 +85,15 @@ def measure(
     t0 = time.perf_counter()
     encoded = codec.compress(image, source=source, **params)
     t1 = time.perf_counter()
+    original = codec.original_of(encoded)
+    if original is not None:  # the source file itself comes back: compare bytes, not pixels
+        t2 = time.perf_counter()
+        if original != source:
+            raise ValueError(f"{codec.name}: the file this artifact gives back differs from the source")
+        return Measured(
+            encoded=encoded, decoded=image, reference=image, psnr=math.inf, ssim=1.0, encode_ms=(t1 - t0) * 1e3,
+            decode_ms=(t2 - t1) * 1e3, metrics_ms=(time.perf_counter() - t2) * 1e3, file_exact=True,
+        )
     decoded = codec.decode(encoded.data)
     t2 = time.perf_counter()
     reference = match_channels(image, decoded)

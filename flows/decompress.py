@@ -1,4 +1,4 @@
-"""``decompress_collection``: decode artifacts back to PNG, sharded on Dask."""
+"""``decompress_collection``: give back originals (or PNGs of the pixels), sharded on Dask."""
 
 from __future__ import annotations
 
@@ -6,22 +6,27 @@ from prefect import flow
 from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
 
-from compressors import CODECS
 from flows.params import DecompressRequest
 from flows.runner import dask_runner
 from tasks import prefect_tasks as t
+from tasks.shard import decompress_context
 from tasks.storage import Storage, list_files
 
 
 @flow(name="decompress-collection", task_runner=dask_runner(), log_prints=True)
 def decompress_collection(request: DecompressRequest) -> dict:
-    """Decode every artifact under ``request.source`` into ``request.dest`` as PNG."""
+    """Give back every artifact under ``request.source`` into ``request.dest``.
+
+    Originals an artifact holds exactly come back byte for byte under their own names
+    (checked against the run's report); other artifacts come back as PNG.
+    """
     storage = Storage(endpoint_url=request.endpoint_url)
-    extensions = tuple(sorted({c.extension for c in CODECS.values() if c.extension}))
-    files = list_files(request.source, storage, extensions=extensions, exclude=(request.dest,))
+    context = decompress_context(request.source, storage)
+    files = list_files(request.source, storage, extensions=context.extensions(), exclude=(request.dest,))
     chunks = [tuple(files[i : i + request.shard_size]) for i in range(0, len(files), request.shard_size)]
     futures = t.decompress_shard.map(
-        unmapped(request.source), unmapped(request.dest), chunks, unmapped(storage), unmapped(request.model)
+        unmapped(request.source), unmapped(request.dest), chunks, unmapped(storage), unmapped(request.model),
+        unmapped(context.codec), [context.for_files(chunk) for chunk in chunks],
     )
     results = [f.result() for f in as_completed(futures)]
     return {

@@ -133,10 +133,10 @@ RUN_FIELDS = tuple(n for n in _RunFields.model_fields if n not in ("source", "de
 
 
 class DecompressRequest(StorageFields):
-    """Decode every artifact under `source` back to lossless PNG files under `dest`."""
+    """Give back every artifact under `source` under `dest`: exact originals byte for byte, others as PNG."""
 
     source: str = Field(..., min_length=1, description="Folder or URL of artifacts, e.g. DEST/artifacts/<run_id>")
-    dest: str = Field(..., min_length=1, description="Folder or URL for the decoded PNG files")
+    dest: str = Field(..., min_length=1, description="Folder or URL for the original files (or PNGs of the pixels)")
     shard_size: int = Field(64, ge=1, le=10_000, description="Artifacts per shard (one Dask task each)")
     model: str | None = Field(None, description="autoencoder: URL of the trained model its artifacts name")
 

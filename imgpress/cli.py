@@ -113,7 +113,7 @@ def run_compress(request, *, dask_address: str | None = None, workers: int | Non
 @app.command()
 def decompress(
     source: str = typer.Argument(..., help="Artifacts folder or URL, e.g. DEST/artifacts/<run_id>"),
-    dest: str = typer.Argument(..., help="Folder or URL for the decoded PNG files"),
+    dest: str = typer.Argument(..., help="Folder or URL for the original files (or PNGs of the pixels)"),
     shard_size: int = typer.Option(64),
     dask_address: Optional[str] = typer.Option(None),
     workers: Optional[int] = typer.Option(None),
@@ -121,7 +121,12 @@ def decompress(
     model: Optional[str] = typer.Option(None, help="autoencoder: URL of a trained (not shipped) model"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Decode every artifact under SOURCE to PNG under DEST (every codec round-trips)."""
+    """Give back every artifact under SOURCE under DEST: originals held exactly byte for byte, others as PNG.
+
+    A JPEG transcoded by `jxl --lossless` (and a file it kept as it is) comes back as the
+    original file under its own name, checked against the SHA-256 in the run's report; every
+    other artifact is decoded to a lossless PNG (every codec round-trips).
+    """
     from flows.decompress import decompress_collection
     from flows.params import DecompressRequest
     from flows.runner import dask_runner

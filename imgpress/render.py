@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tasks.formatting import number, params_text, signed
+from tasks.formatting import number, params_text, percent, signed
 
 console = Console(stderr=True)
 
@@ -39,6 +39,11 @@ def print_report(dest: str, answer: dict) -> None:
             table.add_row(*head, m, *(number(r[f"{k}_{m}"]) for k in ("mean", "p50", "p90", "p99")),
                           end_section=i == len(METRICS) - 1)
     out.print(table)
+    routes = [{**r, "saved": percent(r["saved"])} for run in answer["runs"] for r in run.get("routes", [])]
+    if routes:
+        print_rows(out, "exact images (PSNR inf, SSIM 1: not in the PSNR statistics above) and bytes saved",
+                   routes, ("run_id", "codec", "route", "images", "exact", "source_bytes", "artifact_bytes",
+                            "bytes_saved", "saved"))
     if "worst" in answer:
         print_rows(out, f"worst {len(answer['worst'])} images by PSNR", answer["worst"],
                     ("source", "codec", "params", "run_id", "bpp", "psnr", "ssim"))
@@ -92,7 +97,8 @@ def print_summary(summary: dict, as_json: bool) -> None:
     console.print(
         f"run {summary['run_id']}: {summary['ok']} ok, {summary['errors']} errors of {summary['images']} images "
         f"({summary['images_skipped_as_done']} already done); bpp {number(summary['mean_bpp'])}, "
-        f"PSNR {number(summary['mean_psnr'])} dB, SSIM {number(summary['mean_ssim'])}",
+        f"PSNR {number(summary['mean_psnr'])} dB, SSIM {number(summary['mean_ssim'])}"
+        + (f"; {summary['exact']} exact, {summary['bytes_saved']:,} bytes saved" if summary.get("exact") else ""),
         soft_wrap=True,
     )
     if summary.get("log"):

@@ -33,3 +33,8 @@ def params_text(params_json) -> str:
 
 def finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def percent(v) -> str:
+    """A fraction as a percentage with one decimal (``0.1672`` -> ``16.7%``); ``-`` when missing."""
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"

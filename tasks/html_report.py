@@ -10,6 +10,9 @@ be mailed, attached to a ticket or opened from object storage without its folder
 - the worst images by PSNR, side by side: original | decoded | error map. The original
   is read again from the run's source (manifest ``source`` + row ``source``) and
   normalised as the shard did; the decoded image comes from the artifact itself;
+- exact images (PSNR inf, SSIM 1 by definition: the artifact gives back the source, its
+  file or every pixel) in a section of their own, per route, with the bytes saved; they
+  stay out of the rate-distortion plot, the histograms and the worst images;
 - the errors with their messages.
 """
 
@@ -24,7 +27,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from tasks.formatting import finite, number, params_text
+from tasks.formatting import finite, number, params_text, percent
 from tasks.layout import html_report_url
 from tasks.query import METRICS, codec_stats, error_rows, open_reports, worst_images
 from tasks.storage import Storage, join, read_bytes, write_bytes
@@ -61,7 +64,7 @@ def render_html(
     with open_reports(dest, storage, run_ids=run_ids, materialize=True) as reports:
         stats = codec_stats(reports)
         points = reports.sql(
-            "SELECT run_id, codec, params, bpp, psnr, ssim FROM reports WHERE status = 'ok'"
+            "SELECT run_id, codec, params, bpp, psnr, ssim FROM reports WHERE status = 'ok' AND exact IS NOT TRUE"
         ).records()
         worst_rows = worst_images(reports, worst) if worst > 0 else []
         errors = error_rows(reports, limit=200)
@@ -73,6 +76,14 @@ def render_html(
         sections.append("<p>No finished reports here yet.</p>")
         return _page(sections)
     sections.append("<h2>Summary</h2>" + _stats_table(stats))
+    routes = [r for s in stats for r in s["routes"]]
+    if routes:
+        sections.append(
+            "<h2>Exact images and bytes saved</h2><p class=meta>the artifact gives back the source: "
+            "its file byte for byte (transcode, stored) or every pixel (lossless); PSNR inf and SSIM 1 by "
+            "definition, so they are left out of the PSNR statistics, plots and worst images</p>"
+            + _routes_table(routes)
+        )
     if points:
         sections.append("<h2>Rate&ndash;distortion</h2>" + _img(_rd_plot(points, stats), "bpp vs PSNR"))
         sections.append("<h2>Distributions</h2>" + _img(_histograms(points), "PSNR and SSIM histograms"))
@@ -137,6 +148,20 @@ def markdown_summary(
             for m in METRICS
         ]
         lines.append("")
+        if s["routes"]:
+            lines += [
+                f"Exact (PSNR inf, SSIM 1; not in the PSNR statistics): {s['exact']} images, "
+                f"{s['bytes_saved']:,} bytes saved",
+                "",
+                "| route | images | exact | source bytes | artifact bytes | saved |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
+            lines += [
+                f"| {r['route'] or '-'} | {r['images']} | {r['exact']} | {r['source_bytes']:,} | "
+                f"{r['artifact_bytes']:,} | {percent(r['saved'])} |"
+                for r in s["routes"]
+            ]
+            lines.append("")
     if worst_rows:
         lines += ["## Worst images by PSNR", "", "| source | bpp | PSNR | SSIM |", "|---|---:|---:|---:|"]
         lines += [
@@ -311,6 +336,20 @@ def _stats_table(stats: list[dict]) -> str:
         cells += [" / ".join(number(s[f"{k}_{m}"]) for k in ("mean", "p50", "p90", "p99")) for m in METRICS]
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<table>{head}{''.join(body)}</table>"
+
+
+ROUTE_COLUMNS = ("images", "exact", "source_bytes", "artifact_bytes", "bytes_saved")
+
+
+def _routes_table(routes: list[dict]) -> str:
+    head = "<tr><th>run</th><th>codec</th><th>route</th>" + "".join(f"<th>{c}</th>" for c in ROUTE_COLUMNS)
+    body = "".join(
+        f"<tr><td><code>{_e(r['run_id'])}</code></td><td>{_e(r['codec'])}</td><td>{_e(r['route'] or '-')}</td>"
+        + "".join(f"<td>{r[c]:,}</td>" for c in ROUTE_COLUMNS)
+        + f"<td>{percent(r['saved'])}</td></tr>"
+        for r in routes
+    )
+    return f"<table>{head}<th>saved</th></tr>{body}</table>"
 
 
 def _errors_table(errors: list[dict]) -> str:

@@ -49,6 +49,15 @@ def artifacts_url(dest: str, run_id: str) -> str:
     return join(dest, ARTIFACTS, run_id)
 
 
+def run_of_artifacts(url: str) -> tuple[str, str] | None:
+    """``(dest, run_id)`` when ``url`` is a run's artifacts folder (``DEST/artifacts/<run_id>``), else None."""
+    folder = url.rstrip("/")
+    parent = posixpath.dirname(folder)
+    if not folder or posixpath.basename(parent) != ARTIFACTS:
+        return None
+    return posixpath.dirname(parent) or ".", posixpath.basename(folder)
+
+
 def artifact_url(dest: str, run_id: str, rel: str, extension: str) -> str:
     """The artifact of source file ``rel``: its full name plus the codec's extension."""
     return join(dest, ARTIFACTS, run_id, rel + extension)

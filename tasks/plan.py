@@ -212,6 +212,8 @@ def finish_run(plan: RunPlan, summaries: list[dict], storage: Storage = Storage(
         "mean_encode_ms": totals["sum_encode_ms"] / ok if ok else None,
         "source_bytes": int(totals.get("source_bytes", 0)),
         "artifact_bytes": int(totals.get("artifact_bytes", 0)),
+        "exact": int(totals.get("exact", 0)),
+        "bytes_saved": int(totals.get("bytes_saved", 0)),
     }
     try:
         summary["shards_merged_away"] = len(drop_overlapping_shards(plan.manifest["dest"], plan.run_id, storage))

@@ -98,7 +98,10 @@ def open_reports(
 def codec_stats(reports: Reports) -> list[dict]:
     """Per run and codec: counts, then mean and p50/p90/p99 of every metric over ok rows.
 
-    PSNR statistics skip lossless images (PSNR = inf); ``lossless`` counts them.
+    PSNR statistics skip lossless images (PSNR = inf); ``lossless`` counts them. Exact
+    images (the artifact gives back the source: its file byte for byte, or every pixel)
+    have PSNR inf and SSIM 1 by definition; ``exact`` counts them, ``bytes_saved`` sums
+    what the run saved, and ``routes`` (:func:`exact_routes`) says which way they went.
     """
     aggregates = []
     for m in METRICS:
@@ -113,26 +116,50 @@ def codec_stats(reports: Reports) -> list[dict]:
                count(*) FILTER (WHERE status = 'ok' AND psnr = 'inf'::DOUBLE) AS lossless,
                sum(source_bytes) AS source_bytes,
                sum(artifact_bytes) FILTER (WHERE status = 'ok') AS artifact_bytes,
+               count(*) FILTER (WHERE status = 'ok' AND exact) AS exact,
+               sum(bytes_saved) FILTER (WHERE status = 'ok') AS bytes_saved,
                {", ".join(aggregates)}
         FROM {TABLE} GROUP BY run_id, codec ORDER BY codec, mean_bpp NULLS LAST, run_id
     """
+    routes: dict[tuple, list[dict]] = {}
+    for r in exact_routes(reports):
+        routes.setdefault((r["run_id"], r["codec"]), []).append(r)
     out = []
     for rec in reports.sql(sql).records():
         for m in METRICS:
             qs = rec.pop(f"q_{m}") or [None] * len(PERCENTILES)
             for p, v in zip(PERCENTILES, qs):
                 rec[f"p{round(p * 100)}_{m}"] = plain(v)
+        rec["routes"] = routes.get((rec["run_id"], rec["codec"]), [])
         out.append(rec)
     return out
 
 
+def exact_routes(reports: Reports) -> list[dict]:
+    """What exact recompression gave, per run, codec and route, over ok rows that are exact or routed.
+
+    ``route`` is the codec's (``transcode`` / ``lossless`` / ``stored`` for ``jxl
+    --lossless``), ``None`` for an exact image of a codec with one way (e.g. a K-means
+    palette that kept every colour). ``saved`` = bytes_saved / source_bytes.
+    """
+    sql = f"""
+        SELECT run_id, codec, route, count(*) AS images, count(*) FILTER (WHERE exact) AS exact,
+               sum(source_bytes) AS source_bytes, sum(artifact_bytes) AS artifact_bytes,
+               sum(bytes_saved) AS bytes_saved, sum(bytes_saved) / sum(source_bytes) AS saved
+        FROM {TABLE} WHERE status = 'ok' AND (exact OR route IS NOT NULL)
+        GROUP BY run_id, codec, route ORDER BY run_id, codec, route NULLS LAST
+    """
+    return reports.sql(sql).records()
+
+
 def worst_images(reports: Reports, n: int = 10, *, by: str = "psnr") -> list[dict]:
-    """The ``n`` ok images with the lowest ``by`` (psnr or ssim), worst first."""
+    """The ``n`` ok images with the lowest ``by`` (psnr or ssim), worst first; exact images have no error to show."""
     if by not in ("psnr", "ssim"):
         raise ValueError(f"worst images are ranked by psnr or ssim, not {by!r}")
     sql = f"""
         SELECT run_id, codec, params, source, artifact, width, height, bpp, psnr, ssim, encode_ms
-        FROM {TABLE} WHERE status = 'ok' ORDER BY {by} ASC, source, run_id LIMIT ?
+        FROM {TABLE} WHERE status = 'ok' AND isfinite(psnr)
+        ORDER BY {by} ASC, source, run_id LIMIT ?
     """
     return reports.sql(sql, [n]).records()
 

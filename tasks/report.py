@@ -66,6 +66,13 @@ REPORT_COLUMNS: tuple[Column, ...] = (
     Column("metrics_ms", pa.float64(), "milliseconds"),
     # -- version 2 --
     Column("decision", pa.string(), "canonical JSON of what the codec chose for this image, if anything", since=2),
+    # -- version 3 --
+    Column("exact", pa.bool_(), "the artifact gives back the source: its bytes, or every pixel", since=3),
+    Column("route", pa.string(), "which way the image went, for codecs with several (transcode/lossless/stored)",
+           since=3),
+    Column("bytes_saved", pa.int64(), "source_bytes - artifact_bytes (negative: the artifact is bigger)", since=3),
+    Column("source_sha256", pa.string(), "SHA-256 of the source file (hex); decompress checks restored files",
+           since=3),
 )
 
 SCHEMA_VERSION = max(c.since for c in REPORT_COLUMNS)

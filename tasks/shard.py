@@ -18,17 +18,19 @@ then its marker. Each write is whole-or-nothing (:func:`tasks.storage.write_byte
 from __future__ import annotations
 
 import errno
+import hashlib
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from compressors import get_codec
+from compressors import CODECS, get_codec
 from compressors.imageio import ImageError, decode_image, encode_png, max_file_bytes
 from compressors.roundtrip import measure
 from tasks.models import ensure_model
-from tasks.layout import artifact_url, report_url
-from tasks.plan import ShardSpec, write_marker
-from tasks.report import write_report
+from tasks.layout import artifact_url, report_url, run_of_artifacts
+from tasks.plan import ShardSpec, read_manifest, write_marker
+from tasks.report import read_reports, write_report
 from tasks.storage import (
     DestinationError,
     FileTooLargeError,
@@ -41,7 +43,7 @@ from tasks.storage import (
 )
 
 __all__ = ["DestinationError", "SourceError", "compress_shard", "compress_shard_retrying", "compress_one",
-           "decompress_shard"]
+           "decompress_context", "decompress_shard"]
 
 # Local read errors that belong to the file itself, not to the storage: they become rows.
 FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ELOOP,
@@ -106,7 +108,7 @@ def compress_one(spec: ShardSpec, codec, params: dict, rel: str, size: int) -> d
     except _FileProblem as exc:
         row["error"] = str(exc)
         return row
-    row["source_bytes"] = len(data)
+    row.update(source_bytes=len(data), source_sha256=hashlib.sha256(data).hexdigest())
     try:
         src = decode_image(data, max_pixels=spec.max_pixels)
         h, w, c = src.image.shape
@@ -115,10 +117,9 @@ def compress_one(spec: ShardSpec, codec, params: dict, rel: str, size: int) -> d
     except Exception as exc:  # noqa: BLE001  (whatever one image does, it is that image's row)
         row["error"] = _message(exc)
         return row
-    extension = codec.extension if measured.encoded.extension is None else measured.encoded.extension
-    url = artifact_url(spec.dest, spec.run_id, rel, extension)  # auto: the chosen codec's
+    url = artifact_url(spec.dest, spec.run_id, rel, measured.extension(codec))  # auto: the chosen codec's
     _write(url, measured.encoded.data, spec.storage)
-    row.update(status="ok", artifact=url, **measured.fields(row["source_bytes"]))
+    row.update(status="ok", artifact=url, **measured.fields(row["source_bytes"], input_exact=src.pixel_exact))
     return row
 
 
@@ -128,10 +129,19 @@ def decompress_shard(
     files: tuple[tuple[str, int], ...],
     storage: Storage = Storage(),
     model_url: str | None = None,
+    codec: str | None = None,
+    checksums: dict[str, str] | None = None,
 ) -> dict:
-    """Decode artifacts back to lossless PNGs, mirroring their paths under ``dest``.
+    """Give back every artifact under ``source`` as a file under ``dest``, mirroring paths.
 
-    Artifacts name the model they need; ``model_url`` loads a trained one that is not shipped.
+    An artifact that holds its source *file* (a JPEG transcoded to JPEG XL, or a file a
+    codec kept as it is) comes back as that file, byte for byte, under the source's own
+    name; ``checksums`` (source path -> SHA-256 hex, from the run's report) checks it, and
+    a mismatch is that file's error, never a silent wrong file. Any other artifact is
+    decoded to a lossless PNG. ``codec`` is the run's codec (:func:`decompress_context`):
+    with it, a file without the codec's extension is one kept as it is; without it, the
+    extension picks the codec. Artifacts name the model they need; ``model_url`` loads a
+    trained one that is not shipped.
     """
     if model_url:
         ensure_model(model_url, storage)
@@ -139,8 +149,9 @@ def decompress_shard(
     ok = 0
     for rel, _ in files:
         try:
-            codec = codec_for_path(rel)
-            image = codec.decode(read_file(join(source, rel), storage, max_bytes=max_file_bytes()))
+            owner = get_codec(codec) if codec else codec_for_path(rel)
+            data = read_file(join(source, rel), storage, max_bytes=max_file_bytes())
+            name, out = _give_back(owner, rel, data, kept=codec is not None, checksums=checksums or {})
         except _FileProblem as exc:
             errors.append({"source": rel, "error": str(exc)})
             continue
@@ -149,9 +160,63 @@ def decompress_shard(
         except Exception as exc:  # noqa: BLE001  (an untrusted artifact that fails to decode is a row)
             errors.append({"source": rel, "error": _message(exc)})
             continue
-        _write(join(dest, png_name(rel, codec.extension)), encode_png(image), storage)
+        _write(join(dest, name), out, storage)
         ok += 1
     return {"images": len(files), "ok": ok, "errors": len(errors), "error_rows": errors}
+
+
+def _give_back(codec, rel: str, data: bytes, *, kept: bool, checksums: dict[str, str]) -> tuple[str, bytes]:
+    """``(name, bytes)`` to write for artifact ``rel``: the original file, or a PNG of the pixels."""
+    if rel.lower().endswith(codec.extension):
+        name, original = rel[: -len(codec.extension)], codec.restore(data)
+    elif kept:
+        name, original = rel, data  # not the codec's format: the source file, kept as it is
+    else:
+        raise ValueError(f"{rel!r} is not a {codec.name} artifact")
+    if original is None:
+        return png_name(rel, codec.extension), encode_png(codec.decode(data))
+    expected = checksums.get(name)
+    if expected is not None and hashlib.sha256(original).hexdigest() != expected:
+        raise ValueError(f"the file given back for {name!r} does not match the SHA-256 of the source in the report")
+    return name, original
+
+
+def original_name(rel: str, codec_name: str) -> str:
+    """The source path an artifact of ``codec_name`` at ``rel`` gives back when it holds the file."""
+    extension = get_codec(codec_name).extension
+    return rel[: -len(extension)] if rel.lower().endswith(extension) else rel
+
+
+@dataclass(frozen=True)
+class DecompressContext:
+    """What decompressing a run's artifacts folder knows from the run: its codec and the checksums."""
+
+    codec: str | None = None  # None: not a run's folder (or no manifest): the extensions decide
+    checksums: dict[str, str] = field(default_factory=dict)  # source path -> SHA-256 hex of the file
+
+    def extensions(self) -> tuple[str, ...] | None:
+        """What to list: every file of a known run (kept files have any name), else codec extensions."""
+        return None if self.codec else tuple(sorted({c.extension for c in CODECS.values() if c.extension}))
+
+    def for_files(self, files) -> dict[str, str]:
+        """The checksums of the originals these artifacts give back (a shard's share)."""
+        if not self.codec:
+            return {}
+        names = (original_name(rel, self.codec) for rel, _ in files)
+        return {n: self.checksums[n] for n in names if n in self.checksums}
+
+
+def decompress_context(source: str, storage: Storage = Storage()) -> DecompressContext:
+    """Read the run behind ``source`` when it is ``DEST/artifacts/<run_id>``: codec and checksums."""
+    run = run_of_artifacts(source)
+    manifest = read_manifest(*run, storage) if run else None
+    if not manifest or not CODECS.get(manifest.get("codec")) or not CODECS[manifest["codec"]].extension:
+        return DecompressContext()  # not a run, or a codec whose artifacts are other codecs' files (auto)
+    table = read_reports(run[0], storage, run_ids=[run[1]]).select(["source", "status", "source_sha256"])
+    checksums = {
+        r["source"]: r["source_sha256"] for r in table.to_pylist() if r["status"] == "ok" and r["source_sha256"]
+    }
+    return DecompressContext(codec=manifest["codec"], checksums=checksums)
 
 
 def codec_for_path(rel: str):
@@ -212,6 +277,8 @@ def summarize_rows(rows: list[dict]) -> dict:
         "sum_ssim": sum(r["ssim"] for r in ok),
         "sum_encode_ms": sum(r["encode_ms"] for r in ok),
         "sum_decode_ms": sum(r["decode_ms"] for r in ok),
+        "exact": sum(1 for r in ok if r.get("exact")),
+        "bytes_saved": sum(r["bytes_saved"] for r in ok),
     }
 
 

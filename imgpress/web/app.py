@@ -312,14 +312,14 @@ def compress_upload(ws: Workspace, upload: Upload, codec_name: str, params: dict
         raise WebError(404, _DROPPED.format(name=upload.name)) from None
     h, w, c = src.image.shape
     # The pipeline's naming: <source name><codec ext>, or the suffix this image's artifact got.
-    extension = codec.extension if m.encoded.extension is None else m.encoded.extension
+    extension = m.extension(codec)
     artifact_name = upload.name + extension
     info = {
         "id": rid, "image": upload.id, "name": upload.name, "codec": codec.name, "params": _jsonable(canonical),
         "extension": extension or "original file", "route": m.encoded.route, "width": w, "height": h, "channels": c,
         "conversion": src.conversion, "source_bytes": len(data),
         "decision": _jsonable(dict(m.encoded.decision)) or None,
-        **_jsonable({k: v for k, v in m.fields(len(data)).items() if k != "decision"}),
+        **_jsonable({k: v for k, v in m.fields(len(data), input_exact=src.pixel_exact).items() if k != "decision"}),
         "artifact_name": artifact_name,
         "decoded_name": artifact_name + ".png",
         "artifact": f"api/results/{rid}/artifact",
