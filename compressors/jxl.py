@@ -345,6 +345,7 @@ JXL = register(
         decode_fn=decode,
         restore_fn=restore,
         takes_source=True,
+        signatures=((0, SIGNATURE_CODESTREAM), (0, SIGNATURE_CONTAINER)),
         params={
             "quality": Param(75, 1, 100, "lossy quality: 1 (smallest) .. 100 (best); 90 ~ visually lossless"),
             "effort": Param(7, 1, 9, "encoder effort: 1 (fastest) .. 9 (smallest); 7 is libjxl's default"),
