@@ -131,6 +131,21 @@ def published_points(csv_path: Path) -> dict[str, list[dict]]:
     return {k: v for k, v in out.items() if v}
 
 
+def previous_points(csv_path: Path) -> dict[str, list[dict]]:
+    """Measured curves of an earlier run's rd_points.csv."""
+    out: dict[str, list[dict]] = {}
+    with open(csv_path) as f:
+        for row in csv.DictReader(f):
+            if row["source"] != "measured":
+                continue
+            q = float(row["quality"])
+            out.setdefault(row["codec"], []).append({
+                "quality": int(q) if q.is_integer() else q, "bpp": float(row["bpp"]), "psnr": float(row["psnr_rgb"]),
+                "ssim": float(row["ssim"] or "nan"), "encode_ms": float(row["encode_ms"] or "nan"),
+                "decode_ms": float(row["decode_ms"] or "nan")})
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", default="kodak", help="kodak, skimage (held-out photos) or a folder of PNGs")
@@ -142,6 +157,11 @@ def main(argv=None) -> None:
     p.add_argument("--model", default="",
                    help="autoencoder model ids or .safetensors paths, comma-separated (default: the shipped one)")
     p.add_argument("--limit", type=int, default=0, help="first N images only (quick checks)")
+    p.add_argument("--pca", default="0.5,0.7,0.8,0.9,0.95,0.98,0.99,0.995,0.999",
+                   help="variance fractions of the pca codec's curve ('' = none)")
+    p.add_argument("--skip-autoencoder", action="store_true", help="do not measure the autoencoder")
+    p.add_argument("--previous", type=Path, default=None,
+                   help="an earlier rd_points.csv: its measured curves stand in for every codec not measured now")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     a = p.parse_args(argv)
 
@@ -153,7 +173,7 @@ def main(argv=None) -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     model_ids = []
-    for ref in [m for m in a.model.split(",") if m] or [ae.default_model_id()]:
+    for ref in [] if a.skip_autoencoder else [m for m in a.model.split(",") if m] or [ae.default_model_id()]:
         if ref.endswith(".safetensors"):
             w = Path(ref)
             ref = ae.load_model(w.read_bytes(), w.with_suffix(".json").read_bytes())
@@ -179,6 +199,15 @@ def main(argv=None) -> None:
         for q in [int(v) for v in a.qualities.split(",")]:
             curves[name].append({"quality": q, **measure(name, {"quality": q}, images)})
         print(f"  {name}: done", flush=True)
+    if a.pca:
+        curves["pca"] = []
+        for v in [float(x) for x in a.pca.split(",")]:
+            r = measure("pca", {"variance": v}, images)
+            curves["pca"].append({"quality": v, **r})
+            print(f"  pca variance={v}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB", flush=True)
+    if a.previous:
+        for name, pts in previous_points(a.previous).items():
+            curves.setdefault(name, pts)
     published = published_points(a.anchors) if a.images == "kodak" and a.anchors.exists() and not a.limit else {}
 
     a.out.mkdir(parents=True, exist_ok=True)
@@ -234,7 +263,7 @@ def main(argv=None) -> None:
                 ms=4, label=name)
     for name, pts in published.items():
         ax.plot([r["bpp"] for r in pts], [r["psnr"] for r in pts], "--", lw=1, label=name)
-    ax.set_xlim(0, 2.0)
+    ax.set_xlim(0, 4.0 if "pca" in curves else 2.0)
     ax.set_ylim(22, 42)
     ax.set_xlabel("bits per pixel (real bytes)")
     ax.set_ylabel("PSNR-RGB (dB)")

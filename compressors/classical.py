@@ -34,14 +34,18 @@ def _expect(data: bytes, signature: tuple[bytes, ...], offset: int, name: str) -
 
 # The largest artifact a decoder accepts: the largest image the pipeline compresses.
 MAX_PIXELS = DEFAULT_MAX_PIXELS
-_PILLOW_FORMATS = {"JPEG": "JPEG", "WebP": "WEBP", "AVIF": "AVIF", "JPEG 2000": "JPEG2000"}
+_PILLOW_FORMATS = {"JPEG": "JPEG", "WebP": "WEBP", "AVIF": "AVIF", "JPEG 2000": "JPEG2000", "PNG": "PNG"}
 
 
-def pillow_decode(data: bytes, *, signature: tuple[bytes, ...], offset: int, name: str) -> np.ndarray:
+def pillow_decode(
+    data: bytes, *, signature: tuple[bytes, ...], offset: int, name: str, lossless: bool = False
+) -> np.ndarray:
     """Decode a standard-format artifact back to the codec boundary (same C as encoded).
 
     Artifacts are untrusted: only the expected format's parser is tried, and the size the
     header claims is checked against :data:`MAX_PIXELS` before any pixel is allocated.
+    ``lossless``: a WebP whose three channels are exactly equal is gray (lossy WebP's YUV
+    rounding leaves them within one level, which must not turn a lossless RGB image gray).
     """
     _expect(data, signature, offset, name)
     if name == "WebP":  # Pillow's WebP reader allocates its canvas inside Image.open: check first
@@ -70,7 +74,7 @@ def pillow_decode(data: bytes, *, signature: tuple[bytes, ...], offset: int, nam
         raise ValueError(f"corrupt {name} artifact: its header does not parse as {name}") from None
     except Exception as exc:  # noqa: BLE001  (Pillow's parsers raise OSError, SyntaxError, struct.error ...)
         raise ValueError(f"corrupt {name} artifact: {type(exc).__name__}: {exc}") from None
-    if arr.ndim == 3 and name == "WebP" and _is_gray(arr):
+    if arr.ndim == 3 and name == "WebP" and _is_gray(arr, 0 if lossless else 1):
         arr = arr[:, :, 1]  # WebP has no grayscale mode: gray comes back as R ~ G ~ B (YUV rounding)
     return np.ascontiguousarray(arr[:, :, None] if arr.ndim == 2 else arr)
 
@@ -92,26 +96,28 @@ def _webp_size(data: bytes) -> tuple[int, int]:
     raise ValueError("corrupt WebP artifact: no VP8, VP8L or VP8X header where the format puts it")
 
 
-def _is_gray(arr: np.ndarray, rows: int = 64) -> bool:
-    """Channels within one level of each other: the YUV->RGB rounding of a gray WebP.
+def _is_gray(arr: np.ndarray, tolerance: int = 1, rows: int = 64) -> bool:
+    """Channels within ``tolerance`` levels of each other (1: the YUV->RGB rounding of a gray WebP).
 
     Checked a band of rows at a time (a colour image stops at its first band), so the test
     costs a few bytes per pixel of one band, not of the image (issue 12.4's memory bound).
     """
     for top in range(0, arr.shape[0], rows):
         a = arr[top : top + rows].astype(np.int16)
-        if np.abs(a[..., 0] - a[..., 1]).max() > 1 or np.abs(a[..., 2] - a[..., 1]).max() > 1:
+        if np.abs(a[..., 0] - a[..., 1]).max() > tolerance or np.abs(a[..., 2] - a[..., 1]).max() > tolerance:
             return False
     return True
 
 
-def _codec(name: str, extension: str, fmt: str, signature, offset, params, encode, description) -> Codec:
+def _codec(name: str, extension: str, fmt: str, signature, offset, params, encode, description,
+           lossless: bool = False) -> Codec:
     return register(
         Codec(
             name=name,
             extension=extension,
             encode_fn=encode,
-            decode_fn=lambda data: pillow_decode(data, signature=signature, offset=offset, name=fmt),
+            decode_fn=lambda data: pillow_decode(data, signature=signature, offset=offset, name=fmt,
+                                                 lossless=lossless),
             params=params,
             description=description,
             signatures=tuple((offset, sig) for sig in signature),
@@ -175,4 +181,20 @@ JPEG2000 = _codec(
         mct=int(image.shape[2] == 3),
     ),
     "JPEG 2000 (OpenJPEG via Pillow), 9/7 wavelet with colour transform, one layer at a target PSNR",
+)
+
+# Lossless baselines. Their extensions are compound so that ``decompress``'s longest-suffix
+# lookup tells them from kmeans's ``.png`` and lossy WebP's ``.webp``; the files stay
+# standard PNG / WebP that any viewer opens.
+PNG = _codec(
+    "png", ".lossless.png", "PNG", (b"\x89PNG\r\n\x1a\n",), 0, {},
+    lambda image: _save(image, "PNG", optimize=True),
+    "PNG (zlib via Pillow, optimize=True): lossless baseline",
+    lossless=True,
+)
+WEBP_LOSSLESS = _codec(
+    "webp-lossless", ".lossless.webp", "WebP", (b"WEBP",), 8, {},
+    lambda image: _save(image, "WEBP", lossless=True, quality=90, method=6),
+    "WebP lossless (libwebp via Pillow), method 6, effort 90: lossless baseline",
+    lossless=True,
 )

@@ -30,6 +30,11 @@ Choosing K:
   final fit continues the chosen quick fit, so it only gets better.
   With ``colors`` as well, ``colors`` bounds the search. When even the largest palette
   falls short, that palette is used (best effort; the report shows the PSNR reached).
+- ``colors="elbow"``: K at the elbow of the squared-error curve (the classical choice,
+  Kneedle after Satopaa et al. 2011): quick fits at ``ELBOW_KS`` (2..256, about evenly
+  spaced in log K), both axes normalised to [0, 1] over K = 2..256, and the K whose error
+  lies furthest below the chord from (2, error(2)) to (256, error(256)); the final fit
+  continues that quick fit. With ``target_psnr`` as well, the elbow is the largest K allowed.
 - neither: an image with at most 256 colours keeps them all (lossless, as a user of a
   palette format expects for graphics); any other gets ``target_psnr=AUTO_TARGET_PSNR``
   (40 dB, where palette artefacts stop being visible on photos), up to 256 colours.
@@ -66,10 +71,12 @@ from compressors.metrics import ssim
 from compressors.registry import Codec, Encoded, Param, register
 from compressors.target import PSNR_RANGE, SSIM_RANGE, Target, smallest_passing
 
-__all__ = ["AUTO_TARGET_PSNR", "KMEANS", "Quantized", "decode", "encode", "quantize"]
+__all__ = ["AUTO_TARGET_PSNR", "ELBOW", "KMEANS", "Quantized", "decode", "elbow_k", "encode", "quantize"]
 
 AUTO_TARGET_PSNR = 40.0
 MAX_COLORS = 256
+ELBOW = "elbow"
+ELBOW_KS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256)
 
 _INIT_SAMPLE = 4096  # pixels for k-means++ seeding
 _BATCH = 16384  # pixels in the mini-batch stage
@@ -290,10 +297,33 @@ def _fit_to_target(hist: _Histogram, target: Target, k_max: int, seed: int) -> _
     return _full_fit(hist, k, seed, quick.get(k))
 
 
+def _elbow(hist: _Histogram, seed: int) -> tuple[int, _Fit]:
+    """Kneedle over quick fits at ``ELBOW_KS``: the K furthest below the normalised chord."""
+    ks = [k for k in ELBOW_KS if k < hist.size] + ([hist.size] if hist.size <= MAX_COLORS else [])
+    ks = sorted(set(ks)) or [min(hist.size, MAX_COLORS)]
+    fits = {k: _quick_fit(hist, k, seed) for k in ks}
+    if len(ks) < 3:
+        return ks[-1], fits[ks[-1]]
+    x = (np.array(ks, dtype=np.float64) - ks[0]) / (ks[-1] - ks[0])
+    err = np.array([fits[k].squared_error for k in ks], dtype=np.float64)
+    span = err[0] - err[-1]
+    if span <= 0:
+        return ks[0], fits[ks[0]]
+    y = (err - err[-1]) / span  # 1 at the smallest K, 0 at the largest
+    best = ks[int(np.argmax((1.0 - x) - y))]
+    return best, fits[best]
+
+
+def elbow_k(image: np.ndarray, seed: int = 0) -> int:
+    """The K that ``colors="elbow"`` picks for ``image``."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _elbow(_Histogram(image), seed)[0]
+
+
 def quantize(
     image: np.ndarray,
     *,
-    colors: int | None = None,
+    colors: int | str | None = None,
     target_psnr: float | None = None,
     seed: int = 0,
     target_ssim: float | None = None,
@@ -301,6 +331,16 @@ def quantize(
     """The palette image the ``kmeans`` codec stores (see the module doc for the rules)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
         raise ValueError(f"image must be uint8 (H, W, 1|3), got {image.dtype} {image.shape}")
+    if isinstance(colors, str):
+        if colors.strip().lower() != ELBOW:
+            raise ValueError(f"kmeans: colors must be 2..{MAX_COLORS} or {ELBOW!r}, got {colors!r}")
+        with threadpool_limits(limits=1, user_api="blas"):
+            hist = _Histogram(image)
+            k, quick = _elbow(hist, seed)
+            wanted = Target(target_psnr, target_ssim)
+            fit = (_fit_to_target(hist, wanted, k, seed) if target_psnr is not None or target_ssim is not None
+                   else _full_fit(hist, k, seed, quick))
+        return _compact(hist, fit)
     if colors is not None and not 2 <= colors <= MAX_COLORS:
         raise ValueError(f"kmeans: colors must be in 2..{MAX_COLORS}, got {colors}")
     if target_psnr is not None and not target_psnr > 0:
@@ -391,7 +431,7 @@ def palette_png(indices: np.ndarray, palette: np.ndarray, *, mark_rgb: bool = Fa
 def encode(
     image: np.ndarray,
     *,
-    colors: int | None = None,
+    colors: int | str | None = None,
     target_psnr: float | None = None,
     seed: int = 0,
     target_ssim: float | None = None,
@@ -449,7 +489,10 @@ KMEANS = register(
         decode_fn=decode,
         params={
             "colors": Param(
-                None, 2, MAX_COLORS, "palette size 2..256 (with target_psnr: the largest allowed)"
+                None, 2, MAX_COLORS,
+                f"palette size 2..256, or {ELBOW!r}: K at the elbow of the error curve (with target_psnr: "
+                "the largest allowed)",
+                keywords=(ELBOW,),
             ),
             "target_psnr": Param(
                 None,

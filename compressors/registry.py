@@ -30,9 +30,13 @@ class Param:
     choices: tuple = ()  # when not empty: the only values allowed
     # Further validation after coercion (e.g. a list of codec names): returns the value, or raises ValueError.
     check: Callable[[Any], Any] | None = None
+    # Words allowed besides the numeric range (e.g. kmeans colors="elbow"); the value stays the word.
+    keywords: tuple[str, ...] = ()
 
     def coerce(self, name: str, value: Any, *, owner: str) -> Any:
         """``value`` as this parameter's type, checked against its bounds and choices."""
+        if isinstance(value, str) and value.strip().lower() in self.keywords:
+            return value.strip().lower()
         if self.kind is bool and isinstance(value, str):
             word = value.strip().lower()
             if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -43,7 +47,8 @@ class Param:
         try:
             value = self.kind(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{owner}: {name} must be {self.kind.__name__}, got {value!r}") from None
+            words = "".join(f" or {w!r}" for w in self.keywords)
+            raise ValueError(f"{owner}: {name} must be {self.kind.__name__}{words}, got {value!r}") from None
         if self.lo is not None and value < self.lo or self.hi is not None and value > self.hi:
             raise ValueError(f"{owner}: {name}={value} is outside [{self.lo}, {self.hi}]")
         if self.choices and value not in self.choices:

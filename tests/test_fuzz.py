@@ -186,7 +186,7 @@ def _claiming(name: str, width: int, height: int) -> bytes | None:
         head = (3 << 1) | ((height - 1) << 3) | (3 << 36) | ((width - 1) << 38)
         total = 68 + 8 * (len(data) - 2) - bits.pos
         data = bytearray(b"\xff\x0a" + (head | rest << 68).to_bytes((total + 7) // 8, "little"))
-    elif data.startswith(b"IMPA"):  # imgpress container: H, W after magic, ids and model id; CRC32 last
+    elif data[:4] in (b"IMPA", b"IMPL", b"IMPC"):  # imgpress containers: H, W after magic, ids, model id; CRC32 last
         struct.pack_into("<II", data, 14, height, width)
         struct.pack_into("<I", data, len(data) - 4, zlib.crc32(bytes(data[:-4])))
     else:

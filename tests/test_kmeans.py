@@ -194,3 +194,38 @@ def test_the_k_a_target_led_to_is_the_images_decision(astronaut):
     encoded = KMEANS.compress(astronaut, target_psnr=30.0)
     used = len(np.unique(KMEANS.decode(encoded.data).reshape(-1, 3), axis=0))
     assert encoded.decision == {"colors": used} and 2 <= used <= 256
+
+
+def _clusters(n: int, seed: int = 0) -> np.ndarray:
+    """A 96x96 image of ``n`` well-separated colours plus a little noise: its elbow is at K = n."""
+    rng = np.random.default_rng(seed)
+    centres = rng.permutation(np.array([[r, g, b] for r in (20, 120, 230) for g in (20, 120, 230)
+                                        for b in (20, 230)]))[:n]
+    labels = rng.integers(0, n, (96, 96))
+    noisy = centres[labels] + rng.normal(0, 3, (96, 96, 3))
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("n", [4, 8])
+def test_elbow_finds_the_number_of_clusters_and_records_it(n: int) -> None:
+    image = _clusters(n)
+    encoded = KMEANS.compress(image, colors="elbow")
+    assert encoded.decision == {"colors": n}
+    assert colours(KMEANS.decode(encoded.data)) == n
+
+
+def test_elbow_is_a_keyword_of_colors_and_other_words_are_refused() -> None:
+    assert KMEANS.canonical_params({"colors": "Elbow"})["colors"] == "elbow"
+    assert KMEANS.canonical_params({"colors": "64"})["colors"] == 64
+    with pytest.raises(ValueError, match="colors must be int or 'elbow'"):
+        KMEANS.canonical_params({"colors": "knee"})
+
+
+def test_elbow_on_a_photo_is_a_small_palette_and_target_psnr_can_cap_it(astronaut: np.ndarray) -> None:
+    from compressors.kmeans import elbow_k
+
+    k = elbow_k(astronaut)
+    assert 4 <= k <= 64  # photos: the inertia curve bends early (Kodak: 16-24)
+    assert KMEANS.compress(astronaut, colors="elbow").decision == {"colors": k}
+    capped = KMEANS.compress(astronaut, colors="elbow", target_psnr=20.0)
+    assert capped.decision["colors"] <= k
