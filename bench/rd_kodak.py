@@ -208,7 +208,8 @@ def main(argv=None) -> None:
     if a.previous:
         for name, pts in previous_points(a.previous).items():
             curves.setdefault(name, pts)
-    published = published_points(a.anchors) if a.images == "kodak" and a.anchors.exists() and not a.limit else {}
+    kodak = a.images == "kodak" or Path(a.images).name == "kodak"
+    published = published_points(a.anchors) if kodak and a.anchors.exists() and not a.limit else {}
 
     a.out.mkdir(parents=True, exist_ok=True)
     with open(a.out / "rd_points.csv", "w", newline="") as f:

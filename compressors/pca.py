@@ -45,7 +45,7 @@ MAX_COMPONENTS = 4096
 _HEAD = struct.Struct("<4sBB8sIIB")
 _CHAN = struct.Struct("<HffB")
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": 8 << 20}]  # 8 MiB window: bounded memory both ways
-_ROWS = 1024  # rows reconstructed at a time (bounds the float temporaries)
+_ROWS = 64  # rows reconstructed at a time: float temporaries stay a small band, not the image
 
 
 def _fit(channel: np.ndarray, variance: float, components: int | None):

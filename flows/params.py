@@ -13,7 +13,7 @@ and ``imgpress compress`` gets a ``--option`` for it (str, int, float, bool or L
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -37,9 +37,15 @@ def section_name(codec: str) -> str:
 
 
 def param_type(p: Param) -> Any:
-    """The value type of a parameter in the form (and the CLI): its kind, or its choices."""
+    """The value type of a parameter in the form (and the CLI): its kind, or its choices.
+
+    A parameter with ``keywords`` (kmeans ``colors``: 2..256 or "elbow") is its bounded kind
+    or one of those words.
+    """
     if p.choices:
         return Literal[tuple(p.choices)]
+    if p.keywords:
+        return Union[Annotated[p.kind, Field(ge=p.lo, le=p.hi)], Literal[tuple(p.keywords)]]
     return p.kind
 
 
@@ -50,7 +56,8 @@ def param_description(p: Param) -> str:
 
 def _section(codec) -> type[BaseModel]:
     fields = {
-        name: (Optional[param_type(p)], Field(None, ge=p.lo, le=p.hi, description=param_description(p)))
+        name: (Optional[param_type(p)], Field(None, ge=None if p.keywords else p.lo, le=None if p.keywords else p.hi,
+                                              description=param_description(p)))
         for name, p in codec.params.items()
     }
     model = create_model(
@@ -93,7 +100,13 @@ class _RunFields(StorageFields):
         codec = data.get("codec", cls.model_fields["codec"].default)
         codec = getattr(codec, "value", codec)
         known = {name for c in CODECS.values() for name in c.params}
-        flat = {k: data.pop(k) for k in list(data) if k in known and k not in cls.model_fields}
+        sections = {section_name(n) for n in CODECS}
+
+        def is_flat(k: str) -> bool:  # a name can be both a parameter (jxl's lossless) and a section (the lossless codec)
+            return k in known and (k not in cls.model_fields
+                                   or k in sections and not isinstance(data[k], (dict, BaseModel)))
+
+        flat = {k: data.pop(k) for k in list(data) if is_flat(k)}
         flat = {k: v for k, v in flat.items() if v is not None}
         if flat and codec in CODECS:
             section = section_name(codec)

@@ -28,9 +28,10 @@ from compressors import CODECS, Param
 def _bounds(p: Param) -> str:
     if p.choices:
         return "|".join(map(str, p.choices))
+    words = "".join(f"|{w}" for w in p.keywords)
     if p.lo is None and p.hi is None:
-        return p.kind.__name__
-    return f"{_num(p.lo)}..{_num(p.hi)}"
+        return p.kind.__name__ + words
+    return f"{_num(p.lo)}..{_num(p.hi)}{words}"
 
 
 def _num(v) -> str:
@@ -63,6 +64,8 @@ def codec_param_help(by_codec: dict[str, Param]) -> str:
 def codec_param_type(by_codec: dict[str, Param]) -> Any:
     kinds = {p.kind for p in by_codec.values()}
     choices = {p.choices for p in by_codec.values()}
+    if any(p.keywords for p in by_codec.values()):
+        return str  # a number or a word (kmeans --colors elbow): the chosen codec coerces the text
     if len(kinds) == 1 and len(choices) == 1:
         kind = kinds.pop()
         options = choices.pop()

@@ -45,8 +45,11 @@ def model_bytes(ref: str, kind: str, storage: Storage = Storage()) -> tuple[byte
 
 
 @lru_cache(maxsize=16)
-def ensure_model(ref: str, storage: Storage = Storage(), kind: str = "autoencoder") -> str:
-    """Make model ``ref`` (id, shipped name or URL) of ``kind`` available in this process; return its id."""
+def ensure_model(ref: str, storage: Storage = Storage(), kind: str | None = "autoencoder") -> str:
+    """Make model ``ref`` (id, shipped name or URL) of ``kind`` available in this process; return its id.
+
+    ``kind=None`` (a URL only): whatever kind the model's metadata names.
+    """
     from compressors import models  # noqa: PLC0415  (torch: only when used)
 
     if not is_url(ref):

@@ -88,8 +88,8 @@ def compress_shard(spec: ShardSpec) -> dict:
     """
     codec = get_codec(spec.codec)
     params = spec.params
-    if spec.model_url:
-        ensure_model(spec.model_url, spec.storage)
+    if spec.model_url:  # a learned codec's model kind is the codec's name (autoencoder, lossless)
+        ensure_model(spec.model_url, spec.storage, kind=spec.codec)
     rows = [compress_one(spec, codec, params, rel, size) for rel, size in spec.files]
     _write(report_url(spec.dest, spec.run_id, spec.shard_id), None, spec.storage, rows=rows)
     summary = summarize_rows(rows)
@@ -143,8 +143,8 @@ def decompress_shard(
     extension picks the codec. Artifacts name the model they need; ``model_url`` loads a
     trained one that is not shipped.
     """
-    if model_url:
-        ensure_model(model_url, storage)
+    if model_url:  # a URL: its metadata says which kind of model it is
+        ensure_model(model_url, storage, kind=None)
     errors: list[dict] = []
     ok = 0
     for rel, _ in files:

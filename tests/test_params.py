@@ -61,7 +61,12 @@ def test_the_form_has_each_param_in_its_codecs_section_with_its_bounds_and_help(
     schema = CompressRequest.model_json_schema()
     ref = schema["properties"][section_name(codec)]["$ref"].rsplit("/", 1)[1]
     prop = schema["$defs"][ref]["properties"][name]
-    (typed,) = [t for t in prop["anyOf"] if t.get("type") != "null"]
+    typed = [t for t in prop["anyOf"] if t.get("type") != "null"]
+    if param.keywords:  # a number in bounds, or one of the words
+        words = [t for t in typed if "const" in t]
+        assert [t["const"] for t in words] == list(param.keywords)
+        typed = [t for t in typed if "const" not in t]
+    (typed,) = typed
     if param.choices:
         assert typed["enum"] == list(param.choices)
     else:
@@ -89,6 +94,13 @@ def test_a_value_outside_the_codecs_bounds_is_refused_by_form_and_cli(codec, nam
         CompressRequest(source="s", dest="d", codec=codec, **{section_name(codec): {name: too_big(param)}})
     result = invoke("--codec", codec, "--" + name.replace("_", "-"), too_big(param))
     assert result.exit_code == 2 and not captured, result.output
+
+
+def test_a_keyword_of_a_numeric_param_goes_through_cli_and_form(captured):
+    assert invoke("--codec", "kmeans", "--colors", "elbow").exit_code == 0
+    assert captured[0].codec_params() == {"colors": "elbow"}
+    result = invoke("--codec", "kmeans", "--colors", "knee")
+    assert result.exit_code == 2 and len(captured) == 1, result.output
 
 
 def test_a_param_the_chosen_codec_does_not_take_is_refused(captured):
