@@ -44,7 +44,7 @@ MAX_PIXELS = DEFAULT_MAX_PIXELS
 MAX_COMPONENTS = 4096
 _HEAD = struct.Struct("<4sBB8sIIB")
 _CHAN = struct.Struct("<HffB")
-_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": 8 << 20}]  # 8 MiB window: bounded memory both ways
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": 1 << 20}]  # 1 MiB window: bounded memory both ways
 _ROWS = 64  # rows reconstructed at a time: float temporaries stay a small band, not the image
 
 
@@ -142,11 +142,11 @@ def decode(data: bytes) -> np.ndarray:
     with threadpool_limits(limits=1, user_api="blas"):
         for ch, (k, s_step, v_step, width) in enumerate(chans):
             dtype = "<i2" if width == 2 else "<i4"
-            mean = np.frombuffer(raw, np.uint8, w, at).astype(np.float64)
+            mean = np.frombuffer(raw, np.uint8, w, at).astype(np.float32)
             at += w
-            comp = np.frombuffer(raw, dtype, k * w, at).reshape(k, w) * v_step
+            comp = np.frombuffer(raw, dtype, k * w, at).reshape(k, w) * np.float32(v_step)  # float32: half the memory
             at += width * k * w
-            scores = np.frombuffer(raw, dtype, k * h, at).reshape(k, h).T * s_step
+            scores = np.frombuffer(raw, dtype, k * h, at).reshape(k, h).T * np.float32(s_step)
             at += width * k * h
             for r0 in range(0, h, _ROWS):
                 block = scores[r0 : r0 + _ROWS] @ comp + mean

@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 
 from . import container, rans
-from .features import LEFT, PLANES, TOP, Gatherer, all_features, from_planes, padded, to_planes
+from .features import LEFT, PAD, PLANES, RIGHT, TOP, Gatherer, all_features, from_planes, to_planes
 from .integer import RMAX, SYMBOLS, IntegerNet
 
 DEFAULT_STRIPE = 128
@@ -77,7 +77,7 @@ def encode_with(net: IntegerNet, model_id: str, image: np.ndarray, stripe: int =
 
 def decode_with(net: IntegerNet, header: container.Header, counts: np.ndarray, words: np.ndarray) -> np.ndarray:
     h, w, c, stripe = header.height, header.width, header.channels, header.stripe
-    pad = padded(np.zeros((h, w, PLANES), dtype=np.int16))
+    pad = np.full((h + TOP, w + LEFT + RIGHT, PLANES), PAD, dtype=np.uint8)  # uint8: 3 bytes a pixel
     gather = Gatherer(pad, w, stripe)
     flat = gather.flat
     decoder = rans.Decoder(words, counts)

@@ -120,7 +120,7 @@ class Gatherer:
         rows = np.minimum(ys % self.stripe, 2)
         idx = self.index(ys, xs)[:, None] + self.offsets[None, :]
         idx[self.hidden[rows]] = 0
-        window = self.flat[idx]
+        window = self.flat[idx].astype(np.int16)
         base = med(window[:, W_], window[:, N_], window[:, NW_])
         n, k = len(ys), len(OFFSETS) * PLANES
         feats = np.empty((n, N_FEATURES), dtype=np.float64)

@@ -45,12 +45,12 @@ class Decoder:
     """All lanes' streams, decoded a step (a symbol in each of some lanes) at a time."""
 
     def __init__(self, words: np.ndarray, counts: np.ndarray):
-        self.words = words.astype(np.uint64)
+        self.words = words  # uint16, widened per read: a uint64 copy would cost 4x the payload
         self.end = np.cumsum(counts).astype(np.int64)
         self.ptr = self.end - counts
         if np.any(counts < 2):
             raise ValueError("lossless payload: a row stream is shorter than its state")
-        self.state = (self.words[self.ptr] << np.uint64(16)) | self.words[self.ptr + 1]
+        self.state = (self.words[self.ptr].astype(np.uint64) << np.uint64(16)) | self.words[self.ptr + 1]
         self.ptr += 2
         self.overrun = False
 
@@ -67,7 +67,7 @@ class Decoder:
             ok = p < self.end[r]
             if not ok.all():
                 self.overrun = True
-            w = self.words[np.where(ok, p, 0)]
+            w = self.words[np.where(ok, p, 0)].astype(np.uint64)
             x[need] = (x[need] << np.uint64(16)) | np.where(ok, w, np.uint64(0))
             self.ptr[r] = p + ok
         self.state[lanes] = x
