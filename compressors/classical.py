@@ -121,7 +121,7 @@ def _codec(name: str, extension: str, fmt: str, signature, offset, params, encod
             params=params,
             description=description,
             signatures=tuple((offset, sig) for sig in signature),
-            target_search="quality",
+            target_search="quality" if "quality" in params else None,  # the lossless baselines have none
             target_priors=TARGET_PRIORS.get(name, {}),
             target_tolerance=TARGET_TOLERANCE,
         )
