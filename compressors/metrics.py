@@ -11,11 +11,8 @@ from error visibility to structural similarity", IEEE TIP 13(4), 600-612, 2004.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from scipy import ndimage
-from threadpoolctl import threadpool_limits
 
 __all__ = ["psnr", "ssim"]
 
@@ -85,27 +82,20 @@ def ssim(reference: np.ndarray, test: np.ndarray, *, data_range: float = 255.0) 
     return _ssim_fast(ref, tst, float(data_range))
 
 
-# The fast path. Per channel, SSIM needs four local (Gaussian-weighted) statistics:
-# the means of x and y, of x*y and of (x-y)^2; everything else follows:
-#     vx + vy = E[(x-y)^2] - (mx-my)^2 + 2 vxy,   ux^2 + uy^2 = 2 ux uy + (ux-uy)^2.
-# Filtering (x-y)^2 instead of x^2 and y^2 saves a fifth of the work and avoids the
-# cancellation in E[x^2] - E[x]^2 for the sum of variances. The one remaining
-# difference, E[xy] - mx my, is kept small by shifting x and y by an integer offset near
-# the channel mean first (covariances are shift invariant; the means are shifted back),
-# so float32 suffices (agreement with the float64 path ~1e-6).
-#
-# The separable Gaussian pass with its reflected boundary is a banded matrix; its
-# diagonal blocks turn each pass into a few BLAS matrix products. The image is processed
-# in strips of _STRIP output rows, so the statistics of a strip stay in cache while the
-# SSIM map is formed and summed, and memory stays O(strip) for any image size.
-_STRIP = 32
-_COLUMN_BLOCK = 64
-
-
+# The fast path (uint8 images, every image this project measures) is one compiled loop,
+# compressors/ssim_kernel.py: four filtered planes per channel in float32 from integer
+# values, x and y shifted by an integer offset near the channel mean so that the one
+# remaining difference, E[xy] - mx my, stays small (agreement with scikit-image's float64
+# ~1e-8 on Kodak). It filters only windows that lie inside the array: an axis of at least
+# 11 pixels is cropped by the window's reach anyway, a shorter one is first padded by the
+# same reflection scipy.ndimage uses, so every output position of that axis is kept.
 def _gaussian_taps() -> np.ndarray:
     k = np.arange(-_RADIUS, _RADIUS + 1, dtype=np.float64)
     w = np.exp(-0.5 * (k / _SIGMA) ** 2)
     return w / w.sum()
+
+
+_TAPS32 = _gaussian_taps().astype(np.float32)
 
 
 def _reflect(index: np.ndarray, n: int) -> np.ndarray:
@@ -114,95 +104,33 @@ def _reflect(index: np.ndarray, n: int) -> np.ndarray:
     return np.where(m >= n, 2 * n - 1 - m, m)
 
 
-@functools.lru_cache(maxsize=64)
-def _filter_blocks(n: int, block: int) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
-    """The 1-D Gaussian filter of length n as diagonal blocks of its banded matrix.
-
-    Each block is (r0, r1, c0, c1, G[r0:r1, c0:c1]) with
-    ``filtered[r0:r1] = G[r0:r1, c0:c1] @ x[c0:c1]``; c0..c1 covers every input those
-    rows reach, reflections included.
-    """
-    taps = _gaussian_taps()
-    offsets = np.arange(-_RADIUS, _RADIUS + 1)
-    blocks = []
-    for r0 in range(0, n, block):
-        r1 = min(n, r0 + block)
-        rows = np.arange(r0, r1)
-        cols = _reflect(rows[:, None] + offsets[None, :], n)
-        c0, c1 = int(cols.min()), int(cols.max()) + 1
-        g = np.zeros((r1 - r0, c1 - c0), dtype=np.float64)
-        np.add.at(g, (np.broadcast_to(rows[:, None] - r0, cols.shape), cols - c0), taps[None, :])
-        g = g.astype(np.float32)
-        g.setflags(write=False)
-        blocks.append((r0, r1, c0, c1, g))
-    return tuple(blocks)
-
-
 def _ssim_fast(ref: np.ndarray, tst: np.ndarray, data_range: float) -> float:
-    # One BLAS thread: the products are small and many, and a metric runs once per image
-    # inside an already parallel pipeline; multi-threaded OpenBLAS on a busy machine
-    # was measured 10x slower here, not faster.
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _ssim_strips(ref, tst, data_range)
+    if ref.dtype != np.uint8 or tst.dtype != np.uint8:
+        return _ssim_float64(ref, tst, data_range)
+    from compressors.ssim_kernel import ssim_column_sums  # noqa: PLC0415  (numba on first use)
 
-
-def _ssim_strips(ref: np.ndarray, tst: np.ndarray, data_range: float) -> float:
     h, w, c = ref.shape
-    c1 = np.float32((_K1 * data_range) ** 2)
-    c2 = np.float32((_K2 * data_range) ** 2)
-    # Integer offsets keep the shifted values exact in float32.
-    # Any offset near the mean will do: a sparse sample is enough.
-    step = max(1, int(np.sqrt(h * w / 4096)))
+    step = max(1, int(np.sqrt(h * w / 4096)))  # any offset near the mean will do: a sparse sample
     sample = np.concatenate([ref[::step, ::step].reshape(-1, c), tst[::step, ::step].reshape(-1, c)])
-    offset = np.round(sample.mean(axis=0, dtype=np.float64)).astype(np.float32)[None, :, None]
-    keep_rows, keep_cols = _crop_slices(h, w)
-    row_lo, row_hi, _ = keep_rows.indices(h)
-    column_blocks = _filter_blocks(w, _COLUMN_BLOCK)
-    total = np.zeros(c, dtype=np.float64)
-    for r0, r1, i0, i1, g in _filter_blocks(h, _STRIP):
-        k0, k1 = max(r0, row_lo), min(r1, row_hi)
-        if k0 >= k1:
-            continue
-        g = g[k0 - r0 : k1 - r0]
-        n_in, n_out = i1 - i0, k1 - k0
-        # Planes, each (rows, C, W): x, y, x*y, (x-y)^2, with x and y shifted.
-        stack = np.empty((n_in, 4 * c, w), dtype=np.float32)
-        x, y, xy, dd = (stack[:, i * c : (i + 1) * c] for i in range(4))
-        np.subtract(ref[i0:i1].transpose(0, 2, 1), offset, out=x, dtype=np.float32)
-        np.subtract(tst[i0:i1].transpose(0, 2, 1), offset, out=y, dtype=np.float32)
-        np.multiply(x, y, out=xy)
-        np.subtract(x, y, out=dd)
-        dd *= dd
-        vertical = g @ stack.reshape(n_in, 4 * c * w)
-        vertical = vertical.reshape(n_out * 4 * c, w)
-        blurred = np.empty((n_out * 4 * c, w), dtype=np.float32)
-        for j0, j1, l0, l1, gc in column_blocks:
-            np.matmul(vertical[:, l0:l1], gc.T, out=blurred[:, j0:j1])
-        blurred = blurred.reshape(n_out, 4 * c, w)[:, :, keep_cols]
-        mx, my, sxy, sdd = (blurred[:, i * c : (i + 1) * c] for i in range(4))
-        dm2 = mx - my
-        dm2 *= dm2
-        p = mx * my
-        a2 = sxy - p
-        a2 *= 2
-        a2 += c2
-        b2 = sdd - dm2
-        b2 += a2
-        # 2 ux uy + C1 with ux = mx + o, uy = my + o.
-        a1 = mx + my
-        a1 *= offset
-        a1 += p
-        a1 += offset * offset
-        a1 *= 2
-        a1 += c1
-        b1 = dm2
-        b1 += a1
-        a1 *= a2
-        b1 *= b2
-        a1 /= b1
-        total += a1.sum(axis=2).sum(axis=0, dtype=np.float64)  # pairwise float32 along rows
-    n_pixels = (row_hi - row_lo) * len(range(*keep_cols.indices(w)))
-    return float((total / n_pixels).mean())
+    offset = np.round(sample.mean(axis=0, dtype=np.float64)).astype(np.float32)
+    for axis, n in ((0, h), (1, w)):
+        if n < 2 * _RADIUS + 1:  # too short to crop: pad it so that every position gets a window
+            index = _reflect(np.arange(-_RADIUS, n + _RADIUS), n)
+            ref, tst = np.take(ref, index, axis=axis), np.take(tst, index, axis=axis)
+    out_h, out_w = ref.shape[0] - 2 * _RADIUS, ref.shape[1] - 2 * _RADIUS
+    sums = ssim_column_sums(
+        _readonly_rows(ref), _readonly_rows(tst), c, np.tile(offset, ref.shape[1]), _TAPS32,
+        np.float32((_K1 * data_range) ** 2), np.float32((_K2 * data_range) ** 2),
+    )
+    per_channel = sums.reshape(out_w, c).sum(axis=0)
+    return float((per_channel / (out_h * out_w)).mean())
+
+
+def _readonly_rows(image: np.ndarray) -> np.ndarray:
+    """(H, W*C) contiguous and read-only: one compiled signature for every caller's array."""
+    rows = np.ascontiguousarray(image).reshape(image.shape[0], -1).view()
+    rows.flags.writeable = False
+    return rows
 
 
 def _ssim_float64(ref: np.ndarray, tst: np.ndarray, data_range: float) -> float:

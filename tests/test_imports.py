@@ -1,4 +1,4 @@
-"""What importing costs: ``import compressors`` and the CLI's report/query never import torch.
+"""What importing costs: ``import compressors`` and the CLI's report/query never import torch (nor numba).
 
 Each check runs in a fresh interpreter, so nothing another test imported counts.
 """
@@ -22,6 +22,7 @@ def modules_after(code: str) -> set[str]:
 def test_import_compressors_registers_every_codec_without_torch():
     loaded = modules_after("import compressors; assert {'autoencoder', 'kmeans', 'jpeg'} <= set(compressors.CODECS)")
     assert "torch" not in loaded and "compressors.autoencoder" in loaded
+    assert "numba" not in loaded  # the SSIM kernel compiles on the first ssim() call, not on import
 
 
 @pytest.mark.parametrize("args", [["--help"], ["compress", "--help"], ["report", "{dest}", "--json"],
