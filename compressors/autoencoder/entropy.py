@@ -166,7 +166,8 @@ class LegacyTables:
         self.z_models = [constriction.stream.model.Categorical(p, perfect=False)
                          for p in model.entropy_z.pmf_table(Z_TAIL)]
         self.scales = scale_table()
-        self.h_s64 = copy.deepcopy(model.h_s).to("cpu", torch.float64).eval()
+        # contiguous float64, exactly as version 1 evaluated it (the coding model runs channels-last)
+        self.h_s64 = copy.deepcopy(model.h_s).to("cpu", torch.float64, memory_format=torch.contiguous_format).eval()
         self.y_family = constriction.stream.model.QuantizedGaussian(-Y_RANGE, Y_RANGE)
 
     @torch.inference_mode()
