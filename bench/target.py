@@ -184,7 +184,9 @@ def priors(args) -> int:
              "webp": [10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 100],
              "avif": [10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 100],
              "jpeg2000": [10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 100],
+             "jxl": [10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 100],
              "autoencoder": list(range(1, get_codec("autoencoder").params["quality"].hi + 1))}
+    grids = {name: grid for name, grid in grids.items() if name in args.codecs.split(",")}
     print(f"{len(files)} training images from {args.train}", flush=True)
     out: dict[str, dict[str, list]] = {}
     # Scaled by 0.7 (Lanczos): the training photos were JPEG once (BSDS500 at q95, and the
@@ -205,6 +207,8 @@ def priors(args) -> int:
         for metric, points in out[name].items():
             print(f"        {metric!r}: {tuple(points)},")
         print("    },", flush=True)
+    if "kmeans" not in args.codecs.split(","):
+        return 0
     # kmeans: dB gained per doubling of the palette (its search's prior slope), median over images
     ks = [16, 32, 64, 128, 256]
     per = {"psnr": [], "ssim": []}

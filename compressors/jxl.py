@@ -4,6 +4,9 @@
 Butteraugli distance by ``JxlEncoderDistanceFromQuality``; 90 ~ distance 1, "visually
 lossless") and ``effort`` 1..9 (libjxl's speed/size trade-off; 7 is libjxl's default).
 The artifact is a bare JPEG XL codestream (``FF 0A``): any JPEG XL viewer opens it.
+``target_psnr`` / ``target_ssim`` search the quality per image (:mod:`compressors.target`),
+which also makes ``jxl`` a candidate of the ``auto`` codec; with ``lossless`` every
+setting is exact, so a target there only costs encodes.
 
 **Exact** (``lossless=True``): the artifact gives back the source exactly, by one of
 three routes (the report's ``route`` column says which):
@@ -337,6 +340,16 @@ def _not_pixel_exact(source: bytes) -> str:
     return f"the pipeline's pixels are not the source's ({decoded.conversion})"
 
 
+# Where a quality-target search starts (compressors/target.py): median PSNR and SSIM-dB per
+# quality over 30 images of ../shared/data/train scaled by 0.7 (never Kodak), effort 7, measured
+# by `python bench/target.py --priors --train-images 30 --codecs jxl`.
+TARGET_PRIORS = {
+    "psnr": ((10, 24.55), (20, 26.45), (30, 27.73), (40, 28.3), (50, 29.1), (60, 30.24), (70, 31.71), (75, 32.66),
+             (80, 33.77), (85, 35.16), (90, 36.97), (95, 40.08), (100, 58.28)),
+    "ssim": ((10, 4.68), (20, 6.42), (30, 7.49), (40, 8.07), (50, 8.69), (60, 9.5), (70, 10.8), (75, 11.76),
+             (80, 12.86), (85, 14.31), (90, 16.1), (95, 18.93), (100, 32.71)),
+}
+
 JXL = register(
     Codec(
         name="jxl",
@@ -346,6 +359,8 @@ JXL = register(
         restore_fn=restore,
         takes_source=True,
         signatures=((0, SIGNATURE_CODESTREAM), (0, SIGNATURE_CONTAINER)),
+        target_search="quality",
+        target_priors=TARGET_PRIORS,
         params={
             "quality": Param(75, 1, 100, "lossy quality: 1 (smallest) .. 100 (best); 90 ~ visually lossless"),
             "effort": Param(7, 1, 9, "encoder effort: 1 (fastest) .. 9 (smallest); 7 is libjxl's default"),

@@ -226,7 +226,7 @@ def encode_to_target(codec, image: np.ndarray, target: Target, params: Mapping) 
     decision = {**dict(chosen.decision), name: q}
     if margin < 0:
         decision["target_met"] = False
-    return Encoded(chosen.data, decision), margin, encodes
+    return Encoded(chosen.data, decision, route=chosen.route, extension=chosen.extension), margin, encodes
 
 
 def _first_guess(codec, target: Target, lo: int, hi: int) -> tuple[float, float | None]:

@@ -90,6 +90,16 @@ def test_lossy_never_takes_an_exact_route():
     assert out.route is None and out.extension is None and out.data.startswith(jxl.SIGNATURE_CODESTREAM)
 
 
+def test_jxl_is_a_candidate_of_auto_and_a_target_keeps_the_exact_route():
+    image = photo()
+    chosen = get_codec("auto").compress(image, candidates="jxl", target_psnr=36.0)
+    assert chosen.decision["codec"] == "jxl" and chosen.extension == ".jxl"
+    assert psnr(image, JXL.decode(chosen.data)) >= 36.0
+    cmyk = save(Image.fromarray(image).convert("CMYK"), quality=90)
+    kept = JXL.compress(decode_image(cmyk).image, source=cmyk, lossless=True, target_psnr=40.0)
+    assert kept.route == "stored" and kept.extension == "" and kept.data == cmyk  # the search keeps the route
+
+
 def test_lossless_is_a_bool_parameter_with_its_usual_spellings():
     assert JXL.canonical_params({})["lossless"] is False
     for spelling in (True, 1, "true", "yes", "on", "1"):

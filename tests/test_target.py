@@ -90,7 +90,7 @@ def test_every_lossy_codec_takes_both_targets():
     assert set(QUALITY_CODECS) >= {"jpeg", "webp", "avif", "jpeg2000", "autoencoder"}
 
 
-@pytest.mark.parametrize("name", ["jpeg", "webp", "avif", "jpeg2000"])
+@pytest.mark.parametrize("name", ["jpeg", "webp", "avif", "jpeg2000", "jxl"])
 @pytest.mark.parametrize("target", [{"target_psnr": 34.0}, {"target_ssim": 0.95}])
 def test_a_target_gives_the_lowest_quality_that_reaches_it(name, target, photo):
     codec = get_codec(name)
