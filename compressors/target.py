@@ -217,6 +217,8 @@ def encode_to_target(codec, image: np.ndarray, target: Target, params: Mapping) 
     def measure(q: int) -> float:
         out = codec.encode_fn(image, **{**params, name: q})
         artifacts[q] = out if isinstance(out, Encoded) else Encoded(bytes(out))
+        if codec.original_of(artifacts[q]) is not None:  # gives back the source file: exact
+            return math.inf
         return target.margin(image, codec.decode(artifacts[q].data))
 
     start, slope = _first_guess(codec, target, lo, hi)
