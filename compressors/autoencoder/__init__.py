@@ -94,7 +94,7 @@ CODEC = register(
         },
         description="learned mean-scale hyperprior autoencoder (Minnen et al. 2018), ANS-coded",
         signatures=((0, container.MAGIC),),
-        target_search="quality",  # six levels: the search bisects them (2-3 encodes)
+        target_search="quality",  # eight levels: the search bisects them (2-4 encodes)
     )
 )
 
