@@ -6,10 +6,13 @@ For N generated images (default 100, 1,000 and 10,000) it times, on the same cor
   - ``pool``: the same ``compress_shard`` calls in a ``multiprocessing.Pool`` with one
     process per core (no Prefect, no Dask): the anchor;
   - ``loop``: the same calls in one plain loop (one core), for N <= 1,000.
-Target: flow / pool wall time <= 1.15 at 1,000 images. Also per-image cost (should be
-flat in N) and the peak RSS of each Dask worker process.
+Target: flow / pool wall time <= 1.15 at 1,000 and 10,000 images with the default shard
+size. Also per-image cost (should be flat in N), the flow process's memory (this process
+runs the flow: its RSS after each size and its peak) and the Dask workers' (current and peak).
+Each size's images and outputs are deleted once measured.
 
     python bench/pipeline.py [--sizes 100 1000 10000] [--codec kmeans] [--out bench/out]
+    python bench/pipeline.py --codec jpeg --sizes 1000 10000 100000 --pool-up-to 10000 --image-size 64
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -57,6 +61,12 @@ def worker_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb() -> float:
+    """This process's resident memory now (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
 def time_flow(source, dest, codec, params, shard_size, address):
     from flows.compress import compress_collection
     from flows.params import CompressRequest
@@ -91,11 +101,17 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     p.add_argument("--codec", default="kmeans")
     p.add_argument("--colors", type=int, default=32)
-    p.add_argument("--shard-size", type=int, default=100)
+    p.add_argument("--shard-size", type=int, default=None, help="default: the flow's own default")
+    p.add_argument("--image-size", type=int, default=128, help="side of the generated images (px)")
+    p.add_argument("--pool-up-to", type=int, default=10_000, help="run the pool anchor only up to this N")
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--out", default="bench/out")
     args = p.parse_args()
     params = {"colors": args.colors} if args.codec == "kmeans" else {}
+    if args.shard_size is None:
+        from flows.params import CompressRequest
+
+        args.shard_size = CompressRequest.model_fields["shard_size"].default
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -115,22 +131,32 @@ def main() -> None:
         pool.map(_warm, range(args.workers * 4))
         for n in args.sizes:
             src = Path(tmp) / f"src{n}"
-            make_images(src, n)
+            make_images(src, n, args.image_size)
+            load = os.getloadavg()[0]
             flow_s, summary = time_flow(str(src), f"{tmp}/flow{n}", args.codec, params, args.shard_size,
                                         cluster.scheduler_address)
-            pool_s, pool_ok = time_plain(str(src), f"{tmp}/pool{n}", args.codec, params, args.shard_size, pool)
+            flow_rss = rss_mb()
+            pool_s, pool_ok = float("nan"), n
+            if n <= args.pool_up_to:
+                pool_s, pool_ok = time_plain(str(src), f"{tmp}/pool{n}", args.codec, params, args.shard_size, pool)
             loop_s = time_plain(str(src), f"{tmp}/loop{n}", args.codec, params, args.shard_size)[0] \
                 if n <= 1000 else float("nan")
-            rss = max(client.run(worker_peak_rss_mb).values())
+            worker_peak = max(client.run(worker_peak_rss_mb).values())
+            worker_now = max(client.run(rss_mb).values())
             assert summary["ok"] == pool_ok == n, (summary, pool_ok)
             rows.append({
                 "images": n, "codec": args.codec, "shard_size": args.shard_size, "workers": args.workers,
+                "image_px": args.image_size,
                 "flow_s": round(flow_s, 2), "pool_s": round(pool_s, 2), "loop_s": round(loop_s, 2),
                 "flow_over_pool": round(flow_s / pool_s, 3),
                 "flow_ms_per_image": round(flow_s / n * 1e3, 2), "pool_ms_per_image": round(pool_s / n * 1e3, 2),
-                "worker_peak_rss_mb": round(rss, 1),
+                "flow_rss_mb": round(flow_rss, 1), "flow_peak_rss_mb": round(worker_peak_rss_mb(), 1),
+                "worker_rss_mb": round(worker_now, 1), "worker_peak_rss_mb": round(worker_peak, 1),
+                "load_avg": round(load, 1),
             })
             print(rows[-1], flush=True)
+            for part in ("src", "flow", "pool", "loop"):  # keep the disk use of a 100k run sane
+                shutil.rmtree(f"{tmp}/{part}{n}", ignore_errors=True)
         pool.close()
         client.close()
         cluster.close()

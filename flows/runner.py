@@ -7,6 +7,7 @@ existing scheduler, so a deployment moves to a bigger cluster with no code chang
 from __future__ import annotations
 
 import contextlib
+import uuid
 import logging
 import os
 
@@ -27,6 +28,31 @@ def dask_runner(address: str | None = None, workers: int | None = None) -> DaskT
         cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
                         "dashboard_address": ":0", "silence_logs": logging.WARNING},
     )
+
+
+def map_on_cluster(fn, items, *, key: str, on_done=None) -> list:
+    """Inside a flow on Dask: ``fn`` over ``items`` as plain Dask tasks, results as they finish.
+
+    For many short units of work (shards): a Prefect task run per item costs ~200 ms
+    under DaskTaskRunner, a plain Dask task a few ms. ``fn`` must handle its own retries;
+    a worker that dies is replaced by the scheduler, which reruns its tasks elsewhere.
+    ``on_done(finished)`` is called after each result (e.g. to show progress).
+    """
+    from distributed import as_completed  # noqa: PLC0415
+    from prefect.context import FlowRunContext  # noqa: PLC0415
+
+    if not items:
+        return []
+    client = FlowRunContext.get().task_runner.client  # the flow's own (started on first use)
+    call = uuid.uuid4().hex[:8]  # two runs at once on one cluster must not share task keys
+    futures = client.map(fn, items, key=[f"{key}-{call}-{i}" for i in range(len(items))], pure=False)
+    results = []
+    for future in as_completed(futures, loop=client.loop):  # the flow's client is not the default one
+        results.append(future.result())
+        future.release()  # results are small, but 100,000 of them need not stay on the cluster
+        if on_done is not None:
+            on_done(len(results))
+    return results
 
 
 @contextlib.contextmanager

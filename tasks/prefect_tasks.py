@@ -10,9 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import html_report, plan, shard, training
-from tasks.storage import DestinationError
-
-PERMANENT = (ValueError, FileNotFoundError, PermissionError, DestinationError)
+from tasks.shard import PERMANENT
 
 
 def transient(task, task_run, state) -> bool:
@@ -30,7 +28,8 @@ def transient(task, task_run, state) -> bool:
 
 
 # Shards are idempotent (content-addressed ids, whole-object writes), so retrying is safe.
-RETRIES = dict(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient, cache_policy=NO_CACHE)
+RETRIES = dict(retries=len(shard.RETRY_DELAYS_S), retry_delay_seconds=list(shard.RETRY_DELAYS_S),
+               retry_condition_fn=transient, cache_policy=NO_CACHE)
 
 prepare_run = task(plan.prepare_run, name="prepare_run", **RETRIES)
 compress_shard = task(shard.compress_shard, name="compress_shard", task_run_name="compress {spec.shard_id}", **RETRIES)

@@ -187,8 +187,9 @@ def test_html_report_is_self_contained_with_plots_and_worst_image_triptychs(two_
     cli("report", dest, "--html", str(out), "--worst", "3")
     page = out.read_text()
     assert not re.search(r"""(src|href)=["'](https?:|//|file:)""", page)  # nothing outside the file
+    assert page.count("<svg") == 2 and "<circle" in page  # R-D plot and histograms, inline
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 2 + 3 * 3  # R-D plot, histograms, then original|decoded|error map x 3
+    assert len(images) == 3 * 3  # original|decoded|error map x 3
     for data in images:
         Image.open(io.BytesIO(base64.b64decode(data))).verify()
     for row in sorted(ok_rows(dest, low) + ok_rows(dest, high), key=lambda r: r["psnr"])[:3]:
