@@ -90,9 +90,14 @@ def time_plain(source, dest, codec, params, shard_size, pool=None):
     return time.perf_counter() - t0, sum(r["ok"] for r in results)
 
 
-def _warm(_):
-    import compressors  # noqa: F401  (the same imports a Dask worker has paid for before timing)
+def _warm(_=None):
+    """The same head start for the pool's processes and the Dask workers: imports paid and
+    the compiled SSIM kernel loaded (each process's first ssim() call loads it, ~1 s)."""
+    import compressors  # noqa: F401
     import tasks.shard  # noqa: F401
+    from compressors.metrics import ssim
+
+    ssim(np.zeros((16, 16, 3), np.uint8), np.ones((16, 16, 3), np.uint8))
     return os.getpid()
 
 
@@ -129,6 +134,7 @@ def main() -> None:
         # The anchor gets the same head start as the cluster: processes started and imports paid.
         pool = mp.get_context("spawn").Pool(args.workers)
         pool.map(_warm, range(args.workers * 4))
+        client.run(_warm)
         for n in args.sizes:
             src = Path(tmp) / f"src{n}"
             make_images(src, n, args.image_size)

@@ -7,9 +7,9 @@ existing scheduler, so a deployment moves to a bigger cluster with no code chang
 from __future__ import annotations
 
 import contextlib
-import uuid
 import logging
 import os
+import uuid
 
 from prefect_dask import DaskTaskRunner
 

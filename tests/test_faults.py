@@ -219,3 +219,36 @@ def test_a_source_read_that_fails_for_storage_reasons_fails_the_shard_not_the_im
     compress_shard(spec)
     row = next(r for r in read_reports(dest).to_pylist() if r["source"] == victim)
     assert row["status"] == "error" and row["error"] == "cannot read: Permission denied"
+
+
+@pytest.mark.parametrize(
+    "failures, expected_calls, outcome",
+    [
+        ([ConnectionError("dropped")], 2, "ok"),  # transient: retried, then done
+        ([ConnectionError("x"), SourceError("y")], 3, "ok"),  # a storage outage twice: still retried
+        ([ConnectionError("x")] * 3, 3, ConnectionError),  # still failing after the last delay: raised
+        ([DestinationError("refused")], 1, DestinationError),  # permanent: not retried
+        ([ValueError("bad config")], 1, ValueError),
+    ],
+)
+def test_the_shard_dask_task_retries_transient_failures_only(monkeypatch, failures, expected_calls, outcome):
+    # The compress flow sends compress_shard_retrying to Dask as a plain task: it carries the
+    # retry policy the Prefect task wrappers have (tasks.prefect_tasks.RETRIES).
+    import tasks.shard as shard_module
+    from tasks.shard import compress_shard_retrying
+
+    calls = []
+
+    def flaky(spec):
+        calls.append(spec)
+        if len(calls) <= len(failures):
+            raise failures[len(calls) - 1]
+        return {"ok": 1}
+
+    monkeypatch.setattr(shard_module, "compress_shard", flaky)
+    if outcome == "ok":
+        assert compress_shard_retrying("spec", delays=(0.0, 0.0)) == {"ok": 1}
+    else:
+        with pytest.raises(outcome):
+            compress_shard_retrying("spec", delays=(0.0, 0.0))
+    assert len(calls) == expected_calls

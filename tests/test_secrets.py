@@ -147,14 +147,16 @@ def test_credentials_appear_in_nothing_a_run_leaves_behind(
         if task_runs <= logged or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert len(task_runs) >= 5 and task_runs <= logged, (len(task_runs), len(logged))
+    # plan, finish, run report (shards are plain Dask tasks: their logs are the Dask logs below)
+    assert len(task_runs) >= 3 and task_runs <= logged, (len(task_runs), len(logged))
     for where, text in records.items():
         check(f"prefect {where}", text)
     check("flow state", state.model_dump_json())
     check("dask worker logs", worker_logs)
     check("dask scheduler logs", scheduler_logs)
     out, err = capfd.readouterr()
-    assert "run " in out + err  # the console did get the run's logs
+    # Whatever the run printed here. (Shards are plain Dask tasks, so their workers print no
+    # Prefect task-run lines any more; the run's logs are the API's, searched above.)
     check("stdout", out)
     check("stderr", err)
     assert not found, f"credentials leaked into: {found}"
