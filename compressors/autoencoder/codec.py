@@ -137,6 +137,39 @@ def decode_latent(data: bytes) -> tuple[container.Header, Latent]:
     return header, _read_latent(_model_for(header), header, payload)
 
 
+SCALE = 16  # pixels per latent element along each axis (four stride-2 transposed convolutions)
+TILE = 64  # latent elements per tile side: 1024 x 1024 pixels
+HALO = 3  # latent elements of context around a tile (g_s's reach is under 2: exact pixels)
+
+
+def synthesize(g_s, y: torch.Tensor, h: int, w: int, tile: int = TILE, halo: int = HALO) -> np.ndarray:
+    """``g_s(y)`` as uint8 pixels (N, h, w, 3), tile by tile.
+
+    A latent larger than one tile is synthesised in tiles of ``tile`` elements, each with
+    ``halo`` elements of context on every side; each output pixel depends only on latent
+    elements within 2 of its own, so the tiles' pixels are the whole image's (up to float
+    summation order). The float feature maps (96 channels at half resolution: ~90 bytes per
+    pixel) then exist for one tile at a time, so decoding a huge artifact holds a bounded
+    amount beyond the image and its latent, and the pixels go straight into the output.
+    """
+    n, _, yh, yw = y.shape
+    out = np.empty((n, h, w, 3), np.uint8)
+    for i0 in range(0, yh, tile):
+        for j0 in range(0, yw, tile):
+            i1, j1 = min(i0 + tile, yh), min(j0 + tile, yw)
+            rows, cols = min(i1 * SCALE, h) - i0 * SCALE, min(j1 * SCALE, w) - j0 * SCALE
+            if rows <= 0 or cols <= 0:  # a tile of padding only
+                continue
+            a0, b0 = max(i0 - halo, 0), max(j0 - halo, 0)
+            a1, b1 = min(i1 + halo, yh), min(j1 + halo, yw)
+            x = g_s(y[:, :, a0:a1, b0:b1].contiguous(memory_format=torch.channels_last)).float()
+            r0, c0 = (i0 - a0) * SCALE, (j0 - b0) * SCALE
+            x = x[:, :, r0:r0 + rows, c0:c0 + cols]
+            out[:, i0 * SCALE:i0 * SCALE + rows, j0 * SCALE:j0 * SCALE + cols] = (
+                x.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return out
+
+
 def decode_batch(datas: Sequence[bytes], *, autocast: torch.dtype | None = None) -> list[np.ndarray]:
     """Decode artifacts; those sharing model and shape go through ``g_s`` together.
 
@@ -160,10 +193,10 @@ def decode_batch(datas: Sequence[bytes], *, autocast: torch.dtype | None = None)
         q = torch.tensor([parsed[i][0].quality - 1 for i in members])
         with torch.inference_mode():
             _, inv_gain = lm.model.gains(q)
-            y_hat = torch.from_numpy(np.stack(y_hats).astype(np.float32)).contiguous(memory_format=torch.channels_last)
+            y_hat = torch.from_numpy(np.stack(y_hats).astype(np.float32)).mul_(inv_gain)
+            del y_hats
             with _precision(autocast):
-                x_hat = lm.model.g_s(y_hat * inv_gain).float()
-            pix = x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()[:, :h, :w]
+                pix = synthesize(lm.model.g_s, y_hat, h, w)
         for k, i in enumerate(members):
             img = pix[k]
             out[i] = np.ascontiguousarray(img[..., :1] if parsed[i][0].channels == 1 else img)
