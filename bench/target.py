@@ -39,7 +39,7 @@ from compressors.metrics import psnr, ssim  # noqa: E402
 from compressors.target import TARGET_PARAMS, Target, encode_to_target, ssim_db  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
-CODECS = ("jpeg", "webp", "avif", "jpeg2000", "kmeans", "autoencoder")
+CODECS = ("jpeg", "webp", "avif", "jpeg2000", "jxl", "kmeans", "autoencoder")
 SETTING = {"kmeans": "colors"}  # the searched parameter; "quality" for the others
 
 
@@ -75,7 +75,7 @@ class FitCounter:
         kmeans._quick_fit = self._quick
 
 
-def search(name: str, image: np.ndarray, target: Target) -> dict:
+def search(name: str, image: np.ndarray, target: Target, source: bytes) -> dict:
     codec = get_codec(name)
     t0 = time.perf_counter()
     if name == "kmeans":
@@ -85,6 +85,8 @@ def search(name: str, image: np.ndarray, target: Target) -> dict:
     else:
         params = codec.canonical_params({"target_psnr": target.psnr, "target_ssim": target.ssim})
         params = {k: v for k, v in params.items() if k not in TARGET_PARAMS}
+        if codec.takes_source:  # jxl: the file's bytes (a JPEG source would be transcoded, exact)
+            params["source"] = source
         out, _, encodes = encode_to_target(codec, image, target, params)
     ms = (time.perf_counter() - t0) * 1e3
     decoded = codec.decode(out.data)
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in files:
             image = load(path)
             for name in codecs:
-                rows.append({"target": target_name(target), "image": path.name, **search(name, image, target)})
+                found = search(name, image, target, path.read_bytes())
+                rows.append({"target": target_name(target), "image": path.name, **found})
             mine = [r for r in rows[-len(codecs):] if r["codec"] in candidates]
             met = [r for r in mine if r["met"]]
             best = min(met, key=lambda r: r["bytes"]) if met else max(mine, key=lambda r: r["margin"])
