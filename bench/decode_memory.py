@@ -71,7 +71,11 @@ def main(argv=None) -> int:
     rows = []
     folder = Path(tempfile.mkdtemp(prefix="imgpress-decode-memory-"))
     for codec in a.codecs or sorted(CODECS):
-        big, small = artifacts(codec, a.size, folder)
+        try:
+            big, small = artifacts(codec, a.size, folder)
+        except ValueError as exc:  # a codec of one fixed shape (digits: 28x28 gray) takes no big image
+            print(f"{codec}: skipped: {exc}")
+            continue
         out = subprocess.run([sys.executable, __file__, "--one", codec, str(big), str(small)],
                              capture_output=True, text=True)
         if out.returncode:

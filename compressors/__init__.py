@@ -3,7 +3,8 @@
 Importing this package registers every codec.
 """
 
-from compressors import autoencoder, classical, jxl, kmeans, lossless, pca  # noqa: F401  (importing registers the codecs)
+# importing registers the codecs and the model kinds
+from compressors import autoencoder, classical, classifiers, digits, jxl, kmeans, lossless, pca, postfilter  # noqa: F401
 from compressors import auto  # noqa: F401,E402  (after the codecs it chooses from)
 from compressors.registry import CODECS, Codec, Encoded, Param, get_codec, register
 

@@ -41,6 +41,17 @@ def seed_images() -> list[np.ndarray]:
             np.full((1, 1, 3), 77, np.uint8), rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)]
 
 
+def _mask(fmt: str) -> int:
+    return {"B": 0xFF, "H": 0xFFFF}.get(fmt[-1], 0xFFFFFFFF)
+
+
+def digit_images() -> list[np.ndarray]:
+    """28x28 gray images: the only shape the ``digits`` codec takes (a stroke, and noise)."""
+    stroke = np.zeros((28, 28, 1), np.uint8)
+    stroke[6:22, 12:16] = 255
+    return [stroke, np.random.default_rng(2).integers(0, 256, (28, 28, 1), dtype=np.uint8)]
+
+
 def codec_seeds(name: str, qualities: Sequence[int] = (5, 50, 95), images: int | None = None) -> list[bytes]:
     """Real artifacts of codec ``name`` (at a few qualities when it has a ``quality``)."""
     from compressors import get_codec  # noqa: PLC0415
@@ -50,7 +61,7 @@ def codec_seeds(name: str, qualities: Sequence[int] = (5, 50, 95), images: int |
     params = ([{"quality": v} for v in sorted({int(min(max(v, q.lo), q.hi)) for v in qualities})]
               if q is not None and q.lo is not None and q.hi is not None else [{}])
     out = []
-    for image in seed_images()[:images]:
+    for image in seed_images()[:images] + digit_images():
         for p in params:
             try:
                 out.append(codec.encode(image, **p))
@@ -139,6 +150,8 @@ def size_fields(data: bytes) -> list[tuple[int, str]]:
         return at(b"ispe", 8, ">I")
     if data.startswith(b"\x00\x00\x00\x0cjP  "):
         return at(b"ihdr", 4, ">I") + at(b"\xff\x51", 6, ">I")
+    if data.startswith(b"IMPD"):  # digits: H, W are single bytes after magic, version, latent and model id
+        return [(14, "<B"), (15, "<B")]
     if data.startswith(b"IMP"):  # imgpress containers (IMPA, IMPL, IMPC ...): H, W at 14 and 18
         return [(14, "<I"), (18, "<I")]
     if data.startswith(b"\xff\x0a"):  # JPEG XL codestream: the SizeHeader's bits start at byte 2
@@ -165,13 +178,13 @@ def mutate(template: bytes, pick: Any, ops: Sequence[str] = OPS) -> bytes:
             data[pos] = pick.randint(0, 255)
         elif op == "int":
             fmt = pick.choice((">H", "<H", ">I", "<I"))
-            value = pick.choice(INTERESTING) & (0xFFFF if fmt.endswith("H") else 0xFFFFFFFF)
+            value = pick.choice(INTERESTING) & _mask(fmt)
             if pos + struct.calcsize(fmt) <= len(data):
                 struct.pack_into(fmt, data, pos, value)
         elif op == "dims":  # a header claiming another (often huge) shape
             for offset, fmt in size_fields(bytes(data)):
                 if pick.random() < 0.7 and offset + struct.calcsize(fmt) <= len(data):
-                    struct.pack_into(fmt, data, offset, pick.choice(HUGE) & (0xFFFF if fmt.endswith("H") else 0xFFFFFFFF))
+                    struct.pack_into(fmt, data, offset, pick.choice(HUGE) & _mask(fmt))
         elif op == "truncate":
             del data[pos:]
         elif op == "insert":

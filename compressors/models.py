@@ -333,6 +333,13 @@ def get(ref: str, kind: str) -> LoadedModel:
     return hit
 
 
+def describe(ref: str, kind: str) -> str:
+    """``name@id`` of model ``ref`` (its id alone when it has no name), as report columns name models."""
+    lm = get(ref, kind)
+    name = lm.metadata.get("name")
+    return f"{name}@{lm.model_id}" if name else lm.model_id
+
+
 def train(kind: str, data: Any, *, options: Mapping[str, Any] | None = None, minutes: float,
           max_steps: int | None = None, device: str = "cpu", seed: int = 0,
           init: tuple[bytes, bytes] | None = None, log: Callable[[str], None] = print) -> tuple[str, bytes, bytes]:

@@ -16,7 +16,7 @@ from compressors import get_codec
 from flows.params import CompressRequest
 from flows.runner import dask_runner, map_on_cluster
 from tasks import prefect_tasks as t
-from tasks.plan import resolve_codec_params
+from tasks.plan import resolve_codec_params, resolve_helpers
 from tasks.shard import compress_shard_retrying
 from tasks.storage import Storage
 
@@ -41,9 +41,11 @@ def compress_collection(request: CompressRequest) -> dict:
     codec = get_codec(request.codec)
     storage = Storage(endpoint_url=request.endpoint_url)
     params, model_url = resolve_codec_params(codec.name, request.codec_params(), storage)
+    helpers, helper_urls = resolve_helpers(request.postfilter, request.classifier, storage)
     plan = t.prepare_run(
         request.source, request.dest, codec.name, params, shard_size=request.shard_size,
         storage=storage, max_pixels=int(request.max_megapixels * 1e6), model_url=model_url,
+        helper_urls=helper_urls, **helpers,
     )
     logger.info(
         "run %s: %d images listed, %d already done, %d shards to run",

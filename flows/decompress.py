@@ -27,6 +27,7 @@ def decompress_collection(request: DecompressRequest) -> dict:
     futures = t.decompress_shard.map(
         unmapped(request.source), unmapped(request.dest), chunks, unmapped(storage), unmapped(request.model),
         unmapped(context.codec), [context.for_files(chunk) for chunk in chunks],
+        unmapped(request.postfilter),
     )
     results = [f.result() for f in as_completed(futures)]
     return {

@@ -89,6 +89,12 @@ class _RunFields(StorageFields):
         100.0, gt=0, le=2000, description="Larger images are refused as possible decompression bombs"
     )
     fail_on_error: bool = Field(False, description="Fail the run when any image gives an error row")
+    postfilter: str | None = Field(
+        None, description="Post-filter the decoded images (shipped name such as jpeg, model id, or URL); "
+        "the metrics then describe the filtered image and the report's postfilter column names it")
+    classifier: str | None = Field(
+        None, description="Classify source and decoded image (shipped name such as digits, model id, or URL): "
+        "labels, agreement and confidences per image; `imgpress report` shows the agreement rate")
 
     @model_validator(mode="before")
     @classmethod
@@ -152,6 +158,8 @@ class DecompressRequest(StorageFields):
     dest: str = Field(..., min_length=1, description="Folder or URL for the original files (or PNGs of the pixels)")
     shard_size: int = Field(64, ge=1, le=10_000, description="Artifacts per shard (one Dask task each)")
     model: str | None = Field(None, description="autoencoder: URL of the trained model its artifacts name")
+    postfilter: str | None = Field(
+        None, description="Post-filter every decoded image (shipped name such as jpeg, model id, or URL)")
 
 
 TrainKind = Enum("TrainKind", {kind: kind for kind in TRAINERS}, type=str)

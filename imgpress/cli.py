@@ -85,15 +85,16 @@ def run_compress(request, *, dask_address: str | None = None, workers: int | Non
     from flows.compress import compress_collection
     from flows.runner import dask_runner
     from imgpress.prefect_api import prefect_api
-    from tasks.plan import make_run_id, resolve_codec_params
+    from tasks.plan import make_run_id, resolve_codec_params, resolve_helpers
     from tasks.storage import Storage
 
     storage = Storage(endpoint_url=request.endpoint_url)
     try:
         params, _ = resolve_codec_params(request.codec, request.codec_params(), storage)
+        helpers, _ = resolve_helpers(request.postfilter, request.classifier, storage)
     except (OSError, ValueError) as exc:
         fail(exc)
-    run_id = make_run_id(request.source, request.codec, params)
+    run_id = make_run_id(request.source, request.codec, params, helpers)
     flow = compress_collection.with_options(task_runner=dask_runner(dask_address, workers))
     log, failure = RunLog(request.dest, run_id, storage), None
     with library_logs(log.path, verbose=verbose):
@@ -119,6 +120,7 @@ def decompress(
     workers: Optional[int] = typer.Option(None),
     endpoint_url: Optional[str] = typer.Option(None),
     model: Optional[str] = typer.Option(None, help="autoencoder: URL of a trained (not shipped) model"),
+    postfilter: Optional[str] = typer.Option(None, help="Post-filter every decoded image (name e.g. jpeg, id, or URL)"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Give back every artifact under SOURCE under DEST: originals held exactly byte for byte, others as PNG.
@@ -133,7 +135,8 @@ def decompress(
     from imgpress.prefect_api import prefect_api
 
     request = _validated(
-        DecompressRequest, source=source, dest=dest, shard_size=shard_size, endpoint_url=endpoint_url, model=model
+        DecompressRequest, source=source, dest=dest, shard_size=shard_size, endpoint_url=endpoint_url, model=model,
+        postfilter=postfilter,
     )
     with prefect_api(echo=console.print):
         result = decompress_collection.with_options(task_runner=dask_runner(dask_address, workers))(request)

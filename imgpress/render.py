@@ -33,11 +33,16 @@ def print_report(dest: str, answer: dict) -> None:
     for c in ("codec", "params", "run_id", "images", "ok", "errors", "metric", "mean", "p50", "p90", "p99"):
         table.add_column(c, justify="left" if c in ("codec", "params", "run_id", "metric") else "right")
     for r in answer["runs"]:
+        params = params_text(r["params"]) + (f" postfilter={r['postfilter']}" if r.get("postfilter") else "")
+        classified = r.get("classified") or 0
         for i, m in enumerate(METRICS):
-            head = [r["codec"], params_text(r["params"]), r["run_id"], str(r["images"]), str(r["ok"]),
+            head = [r["codec"], params, r["run_id"], str(r["images"]), str(r["ok"]),
                     str(r["errors"])] if i == 0 else [""] * 6
             table.add_row(*head, m, *(number(r[f"{k}_{m}"]) for k in ("mean", "p50", "p90", "p99")),
-                          end_section=i == len(METRICS) - 1)
+                          end_section=i == len(METRICS) - 1 and not classified)
+        if classified:  # the classifier's labels on source and decoded image: the share that agree
+            table.add_row(*[""] * 6, f"agreement ({classified} classified by {r['classifier']})",
+                          number(r["agreement"]), "", "", "", end_section=True)
     out.print(table)
     routes = [{**r, "saved": percent(r["saved"])} for run in answer["runs"] for r in run.get("routes", [])]
     if routes:

@@ -45,14 +45,22 @@ class ShardSpec:
     storage: Storage = field(default_factory=Storage)
     max_pixels: int = 100_000_000
     model_url: str | None = None  # a trained model each worker loads before encoding
+    postfilter: str | None = None  # post-filter model id: the metrics describe the filtered image
+    classifier: str | None = None  # classifier model id: labels on source and decoded image
+    helper_urls: tuple[tuple[str, str], ...] = ()  # (kind, URL) of models each worker loads first
 
     @property
     def params(self) -> dict:
         return json.loads(self.params_json)
 
 
-def make_run_id(source: str, codec: str, params: dict) -> str:
-    key = json.dumps({"source": source.rstrip("/"), "codec": codec, "params": params}, sort_keys=True)
+def make_run_id(source: str, codec: str, params: dict, helpers: dict | None = None) -> str:
+    """``<codec>-<hash>`` of what determines the run's rows; ``helpers`` (post-filter and
+    classifier model ids) count only when set, so runs without them keep their ids."""
+    body = {"source": source.rstrip("/"), "codec": codec, "params": params}
+    if helpers and any(helpers.values()):
+        body["helpers"] = {k: v for k, v in helpers.items() if v}
+    key = json.dumps(body, sort_keys=True)
     return f"{codec}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
@@ -72,6 +80,22 @@ def resolve_codec_params(codec: str, wanted: dict, storage: Storage = Storage())
     if isinstance(ref, str) and is_url(ref):
         model_url, wanted["model"] = ref, model_id_of(model_files(ref, storage)[0])
     return get_codec(codec).canonical_params(wanted), model_url
+
+
+def resolve_helpers(
+    postfilter: str | None, classifier: str | None, storage: Storage = Storage()
+) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
+    """A run's post-filter and classifier as model ids, loaded (so validated) before any shard
+    runs, and the ``(kind, URL)`` of those each worker must load too. Flow and CLI both ask here."""
+    from tasks.models import ensure_model, is_url  # noqa: PLC0415
+
+    helpers, urls = {}, []
+    for kind, ref in (("postfilter", postfilter), ("classifier", classifier)):
+        if ref:
+            helpers[kind] = ensure_model(ref, storage, kind=kind)
+            if is_url(ref):
+                urls.append((kind, ref))
+    return helpers, tuple(urls)
 
 
 def shard_id_for(files: list[tuple[str, int]]) -> str:
@@ -145,14 +169,18 @@ def prepare_run(
     storage: Storage = Storage(),
     max_pixels: int = 100_000_000,
     model_url: str | None = None,
+    postfilter: str | None = None,
+    classifier: str | None = None,
+    helper_urls: tuple[tuple[str, str], ...] = (),
 ) -> RunPlan:
     """List the source, resume what an earlier attempt finished, and cut the rest into shards.
 
-    ``params`` must already be canonical (``Codec.canonical_params``).
+    ``params`` must already be canonical (``Codec.canonical_params``). ``postfilter`` and
+    ``classifier`` are model ids (``helper_urls`` the (kind, URL) of those a worker must load).
     """
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
-    run_id = make_run_id(source, codec, params)
+    run_id = make_run_id(source, codec, params, {"postfilter": postfilter, "classifier": classifier})
     try:
         files = list_files(source, storage, exclude=(dest,))
         if not files and not exists(source, storage):  # object stores list a missing prefix as empty
@@ -171,7 +199,8 @@ def prepare_run(
     params_json = json.dumps(params, sort_keys=True)
     specs = tuple(
         ShardSpec(
-            run_id, shard_id_for(chunk), source, dest, codec, params_json, tuple(chunk), storage, max_pixels, model_url
+            run_id, shard_id_for(chunk), source, dest, codec, params_json, tuple(chunk), storage, max_pixels, model_url,
+            postfilter, classifier, tuple(helper_urls),
         )
         for chunk in plan_shards(files, done, shard_size)
     )
@@ -179,7 +208,7 @@ def prepare_run(
     manifest = {
         "run_id": run_id, "source": source, "dest": dest, "codec": codec, "params": params,
         "shard_size": shard_size, "max_pixels": max_pixels, "storage": storage_dict(storage), "model_url": model_url,
-        "versions": versions(), "started": now(), "status": "running",
+        "postfilter": postfilter, "classifier": classifier, "versions": versions(), "started": now(), "status": "running",
         "images_listed": len(files), "images_already_done": sum(1 for f in files if f[0] in done),
         "shards_already_done": len(done_shards), "shards_planned": len(specs),
     }

@@ -102,6 +102,8 @@ def codec_stats(reports: Reports) -> list[dict]:
     images (the artifact gives back the source: its file byte for byte, or every pixel)
     have PSNR inf and SSIM 1 by definition; ``exact`` counts them, ``bytes_saved`` sums
     what the run saved, and ``routes`` (:func:`exact_routes`) says which way they went.
+    ``postfilter`` / ``classifier`` name the run's helpers (null without); ``agreement`` is
+    the share of ``classified`` images whose label the decoded image kept.
     """
     aggregates = []
     for m in METRICS:
@@ -118,6 +120,9 @@ def codec_stats(reports: Reports) -> list[dict]:
                sum(artifact_bytes) FILTER (WHERE status = 'ok') AS artifact_bytes,
                count(*) FILTER (WHERE status = 'ok' AND exact) AS exact,
                sum(bytes_saved) FILTER (WHERE status = 'ok') AS bytes_saved,
+               any_value(postfilter) AS postfilter, any_value(classifier) AS classifier,
+               count(labels_agree) FILTER (WHERE status = 'ok') AS classified,
+               avg(labels_agree::INTEGER) FILTER (WHERE status = 'ok') AS agreement,
                {", ".join(aggregates)}
         FROM {TABLE} GROUP BY run_id, codec ORDER BY codec, mean_bpp NULLS LAST, run_id
     """

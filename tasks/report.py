@@ -73,6 +73,15 @@ REPORT_COLUMNS: tuple[Column, ...] = (
     Column("bytes_saved", pa.int64(), "source_bytes - artifact_bytes (negative: the artifact is bigger)", since=3),
     Column("source_sha256", pa.string(), "SHA-256 of the source file (hex); decompress checks restored files",
            since=3),
+    # -- version 4 --
+    Column("postfilter", pa.string(), "name@id of the post-filter the metrics describe (compress --postfilter), else null", since=4),
+    Column("postfilter_ms", pa.float64(), "milliseconds the post-filter took on the decoded image", since=4),
+    Column("classifier", pa.string(), "name@id of the classifier run on source and decoded image (--classifier), else null", since=4),
+    Column("label_source", pa.int16(), "classifier's top-1 label on the source image (null: the classifier does not take its shape)", since=4),
+    Column("label_decoded", pa.int16(), "classifier's top-1 label on the decoded (and post-filtered) image", since=4),
+    Column("labels_agree", pa.bool_(), "label_source == label_decoded", since=4),
+    Column("confidence_source", pa.float64(), "top-1 softmax probability on the source image", since=4),
+    Column("confidence_decoded", pa.float64(), "top-1 softmax probability on the decoded image", since=4),
 )
 
 SCHEMA_VERSION = max(c.since for c in REPORT_COLUMNS)

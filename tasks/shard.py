@@ -90,6 +90,8 @@ def compress_shard(spec: ShardSpec) -> dict:
     params = spec.params
     if spec.model_url:  # a learned codec's model kind is the codec's name (autoencoder, lossless)
         ensure_model(spec.model_url, spec.storage, kind=spec.codec)
+    for kind, url in spec.helper_urls:
+        ensure_model(url, spec.storage, kind=kind)
     rows = [compress_one(spec, codec, params, rel, size) for rel, size in spec.files]
     _write(report_url(spec.dest, spec.run_id, spec.shard_id), None, spec.storage, rows=rows)
     summary = summarize_rows(rows)
@@ -113,7 +115,8 @@ def compress_one(spec: ShardSpec, codec, params: dict, rel: str, size: int) -> d
         src = decode_image(data, max_pixels=spec.max_pixels)
         h, w, c = src.image.shape
         row.update(source_format=src.source_format, conversion=src.conversion, width=w, height=h, channels=c)
-        measured = measure(codec, src.image, params, source=data)
+        measured = measure(codec, src.image, params, source=data, postfilter=spec.postfilter,
+                           classifier=spec.classifier)
     except Exception as exc:  # noqa: BLE001  (whatever one image does, it is that image's row)
         row["error"] = _message(exc)
         return row
@@ -131,6 +134,7 @@ def decompress_shard(
     model_url: str | None = None,
     codec: str | None = None,
     checksums: dict[str, str] | None = None,
+    postfilter: str | None = None,
 ) -> dict:
     """Give back every artifact under ``source`` as a file under ``dest``, mirroring paths.
 
@@ -141,17 +145,21 @@ def decompress_shard(
     decoded to a lossless PNG. ``codec`` is the run's codec (:func:`decompress_context`):
     with it, a file without the codec's extension is one kept as it is; without it, the
     extension picks the codec. Artifacts name the model they need; ``model_url`` loads a
-    trained one that is not shipped.
+    trained one that is not shipped. ``postfilter`` (shipped name, id or URL) filters every
+    decoded image before it is written (restored originals are left as they are).
     """
     if model_url:  # a URL: its metadata says which kind of model it is
         ensure_model(model_url, storage, kind=None)
+    if postfilter:
+        postfilter = ensure_model(postfilter, storage, kind="postfilter")
     errors: list[dict] = []
     ok = 0
     for rel, _ in files:
         try:
             owner = get_codec(codec) if codec else codec_for_path(rel)
             data = read_file(join(source, rel), storage, max_bytes=max_file_bytes())
-            name, out = _give_back(owner, rel, data, kept=codec is not None, checksums=checksums or {})
+            name, out = _give_back(owner, rel, data, kept=codec is not None, checksums=checksums or {},
+                                   postfilter=postfilter)
         except _FileProblem as exc:
             errors.append({"source": rel, "error": str(exc)})
             continue
@@ -165,8 +173,10 @@ def decompress_shard(
     return {"images": len(files), "ok": ok, "errors": len(errors), "error_rows": errors}
 
 
-def _give_back(codec, rel: str, data: bytes, *, kept: bool, checksums: dict[str, str]) -> tuple[str, bytes]:
-    """``(name, bytes)`` to write for artifact ``rel``: the original file, or a PNG of the pixels."""
+def _give_back(
+    codec, rel: str, data: bytes, *, kept: bool, checksums: dict[str, str], postfilter: str | None = None
+) -> tuple[str, bytes]:
+    """``(name, bytes)`` to write for artifact ``rel``: the original file, or a PNG of the (filtered) pixels."""
     if rel.lower().endswith(codec.extension):
         name, original = rel[: -len(codec.extension)], codec.restore(data)
     elif kept:
@@ -174,7 +184,12 @@ def _give_back(codec, rel: str, data: bytes, *, kept: bool, checksums: dict[str,
     else:
         raise ValueError(f"{rel!r} is not a {codec.name} artifact")
     if original is None:
-        return png_name(rel, codec.extension), encode_png(codec.decode(data))
+        image = codec.decode(data)
+        if postfilter:
+            from compressors.postfilter import apply  # noqa: PLC0415  (torch: only when asked)
+
+            image = apply(image, postfilter)
+        return png_name(rel, codec.extension), encode_png(image)
     expected = checksums.get(name)
     if expected is not None and hashlib.sha256(original).hexdigest() != expected:
         raise ValueError(f"the file given back for {name!r} does not match the SHA-256 of the source in the report")

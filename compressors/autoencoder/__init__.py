@@ -32,6 +32,12 @@ models.register_trainer(models.Trainer(
                          "(default: the base model's, or 0.0018..0.18 in 8 levels for a new model)", kind=str),
         "precision": Param("auto", help="auto: bf16 autocast where the hardware has bf16 units, else float32",
                            kind=str, choices=("auto", "bf16", "fp32")),
+        "adversarial": Param(False, help="fine-tune only the synthesis of the base model (--init-model, default: the "
+                             "shipped one) against a patch critic: same bitstream, sharper texture, lower PSNR",
+                             kind=bool),
+        "adv_weight": Param(0.1, 0.0, 10.0, "--adversarial: adversarial gradient relative to the distortion "
+                            "gradient at the synthesis' last layer", kind=float),
+        "adv_lr": Param(2e-5, 1e-7, 1e-2, "--adversarial: Adam learning rate of the synthesis", kind=float),
     },
 ))
 EXTENSION = ".imp"

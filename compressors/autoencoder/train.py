@@ -63,13 +63,14 @@ class TrainConfig:
     ema: float = 0.999
 
 
-def load_images(folder: str | Path, *, min_side: int = 128) -> list[np.ndarray]:
-    """All images under ``folder`` (recursively) as uint8 (H, W, 3) arrays, sorted by path."""
+def load_images(folder: str | Path, *, min_side: int = 128, exclude: Sequence[str] = ()) -> list[np.ndarray]:
+    """All images under ``folder`` (recursively) as uint8 (H, W, 3) arrays, sorted by path
+    (but those whose path contains an ``exclude`` text: a held-out part)."""
     from PIL import Image
 
     images = []
     for p in sorted(Path(folder).rglob("*")):
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
+        if p.suffix.lower() not in IMAGE_SUFFIXES or any(e in str(p) for e in exclude):
             continue
         with Image.open(p) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
@@ -308,6 +309,11 @@ def train(
 def fit(data: Sequence[np.ndarray], *, options: dict, minutes: float, max_steps: int | None, device: str,
         seed: int, init: tuple[bytes, bytes] | None, log: Callable[[str], None] = print):
     """The train flow's entry (see :class:`compressors.models.Trainer`): crops in, ``(model, metadata)`` out."""
+    if options.get("adversarial"):  # only g_s learns, against a critic: compressors/autoencoder/adversarial.py
+        from .adversarial import fit_from_options  # noqa: PLC0415
+
+        return fit_from_options(data, options=options, minutes=minutes, max_steps=max_steps, device=device,
+                                seed=seed, init=init, log=log)
     cfg = TrainConfig(crop=min(min(c.shape[:2]) for c in data), minutes=minutes, steps=max_steps or 0,
                       lr=options.get("lr") or TrainConfig.lr, precision=options.get("precision") or "auto")
     if options.get("lambdas"):
