@@ -114,6 +114,7 @@ class Codec:
     target_search: str | None = None
     target_priors: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
     target_tolerance: float = 0.0
+    shape: tuple[int, int, int] | None = None  # the only (H, W, C) it codes (digits: 28x28 gray); None: any
 
     def __post_init__(self) -> None:
         if self.target_search is not None:

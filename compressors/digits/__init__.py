@@ -57,6 +57,7 @@ CODEC = register(Codec(
         "latent": Param(28, 28, 128, "values in the code: 28 or 128 (a model for it must exist)"),
         "model": Param(None, kind=str, help="digits model id, name or URL (default: the shipped one for latent)"),
     },
+    shape=(28, 28, 1),
     description="28x28 grayscale digits: conv autoencoder, code quantised and ANS-coded (a 22-byte container)",
 ))
 
