@@ -69,7 +69,8 @@ def test_a_quick_run_from_the_ui_reaches_completed(served_nightly, tmp_path):
             # parameters (the form); newer ones start at once. Accept either.
             dialog_run = page.get_by_role("dialog").get_by_role("button", name="Run", exact=True)
             toast = page.locator(".toast-flow-run-create")
-            page.wait_for_selector(".toast-flow-run-create, [role=dialog]")
+            # wait for the dialog's Run button itself (the dialog may be open before it renders)
+            dialog_run.or_(toast).first.wait_for()
             if dialog_run.count() and not toast.count():
                 dialog_run.click()
             toast.first.wait_for()
