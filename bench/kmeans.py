@@ -75,7 +75,7 @@ def run_sklearn(image: np.ndarray, k: int) -> bytes:
     model = KMeans(n_clusters=k, n_init=1, random_state=0).fit(pixels)
     palette = np.clip(np.rint(model.cluster_centers_), 0, 255).astype(np.uint8)
     # Each pixel to its nearest rounded centre (exact; the same step our codec ends with).
-    labels = kmeans._nearest(kmeans._augment(pixels.astype(np.float32)), palette)
+    labels = kmeans._nearest(pixels.astype(np.float32), palette)
     return kmeans.palette_png(labels.reshape(image.shape[:2]).astype(np.uint8), palette)
 
 
