@@ -5,13 +5,18 @@ For N generated images (default 100, 1,000 and 10,000) it times, on the same cor
     single-threaded worker process per core) and a running Prefect server;
   - ``pool``: the same ``compress_shard`` calls in a ``multiprocessing.Pool`` with one
     process per core (no Prefect, no Dask): the anchor;
-  - ``loop``: the same calls in one plain loop (one core), for N <= 1,000.
+  - ``loop``: the same calls in one plain loop (one core, its own process), for N <= 1,000.
 Target: flow / pool wall time <= 1.15 at 1,000 and 10,000 images with the default shard
 size. Also per-image cost (should be flat in N), the flow process's memory (this process
-runs the flow: its RSS after each size and its peak) and the Dask workers' (current and peak).
-Each size's images and outputs are deleted once measured.
+runs the flow and nothing else: its RSS after each size and its peak) and the Dask workers'
+(current and peak). Each size's images and outputs are deleted once measured.
 
-    python bench/pipeline.py [--sizes 100 1000 10000] [--codec kmeans] [--out bench/out]
+On a machine other work shares, ``--repeats R`` runs flow and pool R times each, in
+alternating order (flow, pool, pool, flow, ...), and reports the median times and the median
+of the R paired ratios (all R ratios in ``ratios``): a load that changes during a size then
+weighs on both halves alike.
+
+    python bench/pipeline.py [--sizes 100 1000 10000] [--codec kmeans] [--repeats 1] [--out bench/out]
     python bench/pipeline.py --codec jpeg --sizes 1000 10000 100000 --pool-up-to 10000 --image-size 64
 """
 
@@ -79,7 +84,7 @@ def time_flow(source, dest, codec, params, shard_size, address):
 
 
 def time_plain(source, dest, codec, params, shard_size, pool=None):
-    """``prepare_run`` + every shard, in a warm process pool (or in this process)."""
+    """``prepare_run`` + every shard, in a warm process pool (or in the calling process)."""
     canonical = get_codec(codec).canonical_params(params)
     t0 = time.perf_counter()
     plan = prepare_run(source, dest, codec, canonical, shard_size=shard_size)
@@ -88,6 +93,11 @@ def time_plain(source, dest, codec, params, shard_size, pool=None):
     else:
         results = [compress_shard(s) for s in plan.specs]
     return time.perf_counter() - t0, sum(r["ok"] for r in results)
+
+
+def _time_loop(args):
+    """The plain loop, run in a process of its own so the flow's process holds only the flow."""
+    return time_plain(*args)
 
 
 def _warm(_=None):
@@ -110,6 +120,8 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=128, help="side of the generated images (px)")
     p.add_argument("--pool-up-to", type=int, default=10_000, help="run the pool anchor only up to this N")
     p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--repeats", type=int, default=1,
+                   help="flow and pool this many times each per size (up to --pool-up-to), alternating; medians")
     p.add_argument("--out", default="bench/out")
     args = p.parse_args()
     params = {"colors": args.colors} if args.codec == "kmeans" else {}
@@ -134,36 +146,55 @@ def main() -> None:
         # The anchor gets the same head start as the cluster: processes started and imports paid.
         pool = mp.get_context("spawn").Pool(args.workers)
         pool.map(_warm, range(args.workers * 4))
+        loop = mp.get_context("spawn").Pool(1)
+        loop.apply(_warm)
         client.run(_warm)
         for n in args.sizes:
             src = Path(tmp) / f"src{n}"
             make_images(src, n, args.image_size)
             load = os.getloadavg()[0]
-            flow_s, summary = time_flow(str(src), f"{tmp}/flow{n}", args.codec, params, args.shard_size,
-                                        cluster.scheduler_address)
-            flow_rss = rss_mb()
-            pool_s, pool_ok = float("nan"), n
-            if n <= args.pool_up_to:
-                pool_s, pool_ok = time_plain(str(src), f"{tmp}/pool{n}", args.codec, params, args.shard_size, pool)
-            loop_s = time_plain(str(src), f"{tmp}/loop{n}", args.codec, params, args.shard_size)[0] \
-                if n <= 1000 else float("nan")
+            rounds = args.repeats if n <= args.pool_up_to else 1
+            flows, pools, ratios, summary = [], [], [], None
+            for r in range(rounds):
+                order = ("flow", "pool") if r % 2 == 0 else ("pool", "flow")
+                for part in order:
+                    if part == "flow":
+                        flow_s, summary = time_flow(str(src), f"{tmp}/flow{n}-{r}", args.codec, params,
+                                                    args.shard_size, cluster.scheduler_address)
+                        flows.append(flow_s)
+                        flow_rss = rss_mb()
+                        assert summary["ok"] == n, summary
+                    elif n <= args.pool_up_to:
+                        pool_s, pool_ok = time_plain(str(src), f"{tmp}/pool{n}-{r}", args.codec, params,
+                                                     args.shard_size, pool)
+                        pools.append(pool_s)
+                        assert pool_ok == n, pool_ok
+                for part in ("flow", "pool"):
+                    shutil.rmtree(f"{tmp}/{part}{n}-{r}", ignore_errors=True)
+                if pools:
+                    ratios.append(flows[-1] / pools[-1])
+            loop_s = loop.apply(_time_loop, ((str(src), f"{tmp}/loop{n}", args.codec, params,
+                                               args.shard_size),))[0] if n <= 1000 else float("nan")
             worker_peak = max(client.run(worker_peak_rss_mb).values())
             worker_now = max(client.run(rss_mb).values())
-            assert summary["ok"] == pool_ok == n, (summary, pool_ok)
+            flow_s = float(np.median(flows))
+            pool_s = float(np.median(pools)) if pools else float("nan")
             rows.append({
                 "images": n, "codec": args.codec, "shard_size": args.shard_size, "workers": args.workers,
-                "image_px": args.image_size,
+                "image_px": args.image_size, "repeats": rounds,
                 "flow_s": round(flow_s, 2), "pool_s": round(pool_s, 2), "loop_s": round(loop_s, 2),
-                "flow_over_pool": round(flow_s / pool_s, 3),
+                "flow_over_pool": round(float(np.median(ratios)), 3) if ratios else float("nan"),
+                "ratios": "/".join(f"{x:.2f}" for x in ratios),
                 "flow_ms_per_image": round(flow_s / n * 1e3, 2), "pool_ms_per_image": round(pool_s / n * 1e3, 2),
                 "flow_rss_mb": round(flow_rss, 1), "flow_peak_rss_mb": round(worker_peak_rss_mb(), 1),
                 "worker_rss_mb": round(worker_now, 1), "worker_peak_rss_mb": round(worker_peak, 1),
-                "load_avg": round(load, 1),
+                "load_avg": round(load, 1), "load_avg_end": round(os.getloadavg()[0], 1),
             })
             print(rows[-1], flush=True)
-            for part in ("src", "flow", "pool", "loop"):  # keep the disk use of a 100k run sane
+            for part in ("src", "loop"):  # keep the disk use of a 100k run sane
                 shutil.rmtree(f"{tmp}/{part}{n}", ignore_errors=True)
         pool.close()
+        loop.close()
         client.close()
         cluster.close()
 

@@ -11,6 +11,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.utilities.annotations import quote
 
 from compressors import get_codec
 from flows.params import CompressRequest
@@ -22,13 +23,21 @@ from tasks.storage import Storage
 
 
 class _Progress:
-    """The run page's progress bar (a Prefect progress artifact), updated at most every 2 s."""
+    """The run page's progress bar (a Prefect progress artifact), updated at most every 2 s.
+
+    Created by ``start()`` once the shards are submitted, so that API call overlaps their work.
+    """
 
     def __init__(self, key: str, total: int) -> None:
-        self.total, self.last = max(total, 1), time.monotonic()
-        self.id = create_progress_artifact(progress=0.0, key=key, description="shards finished (%)")
+        self.key, self.total, self.last, self.id = key, max(total, 1), time.monotonic(), None
+
+    def start(self) -> None:
+        self.id = create_progress_artifact(progress=0.0, key=self.key, description="shards finished (%)")
+        self.last = time.monotonic()
 
     def update(self, done: int, force: bool = False) -> None:
+        if self.id is None:
+            self.start()
         if force or time.monotonic() - self.last >= 2.0:
             update_progress_artifact(self.id, progress=100.0 * done / self.total)
             self.last = time.monotonic()
@@ -55,9 +64,12 @@ def compress_collection(request: CompressRequest) -> dict:
     # Prefect task run per shard costs ~200 ms; the run page shows a progress bar instead.
     progress = _Progress(f"compress-{plan.run_id}-progress", len(plan.specs))
     summaries = map_on_cluster(compress_shard_retrying, plan.specs, key=f"compress-{plan.run_id}",
-                               on_done=progress.update)
+                               on_submitted=progress.start, on_done=progress.update)
     progress.update(len(plan.specs), force=True)
-    summary = t.finish_run(plan, summaries, storage)
+    # quote(): Prefect walks every task input looking for futures, and the plan and the
+    # summaries hold an entry per image and per shard (measured: 0.6 s at 10,000 images,
+    # 4.6 s at 100,000)
+    summary = t.finish_run(quote(plan), quote(summaries), storage)
     create_table_artifact(
         key=f"compress-{plan.run_id}", table=[summary],
         description=f"imgpress {codec.name} run {plan.run_id}: {request.source} -> {request.dest}",

@@ -30,13 +30,14 @@ def dask_runner(address: str | None = None, workers: int | None = None) -> DaskT
     )
 
 
-def map_on_cluster(fn, items, *, key: str, on_done=None) -> list:
+def map_on_cluster(fn, items, *, key: str, on_submitted=None, on_done=None) -> list:
     """Inside a flow on Dask: ``fn`` over ``items`` as plain Dask tasks, results as they finish.
 
     For many short units of work (shards): a Prefect task run per item costs ~200 ms
     under DaskTaskRunner, a plain Dask task a few ms. ``fn`` must handle its own retries;
     a worker that dies is replaced by the scheduler, which reruns its tasks elsewhere.
-    ``on_done(finished)`` is called after each result (e.g. to show progress).
+    ``on_submitted()`` is called once every item is on the cluster (work that can overlap
+    theirs), ``on_done(finished)`` after each result (e.g. to show progress).
     """
     from distributed import as_completed  # noqa: PLC0415
     from prefect.context import FlowRunContext  # noqa: PLC0415
@@ -46,6 +47,8 @@ def map_on_cluster(fn, items, *, key: str, on_done=None) -> list:
     client = FlowRunContext.get().task_runner.client  # the flow's own (started on first use)
     call = uuid.uuid4().hex[:8]  # two runs at once on one cluster must not share task keys
     futures = client.map(fn, items, key=[f"{key}-{call}-{i}" for i in range(len(items))], pure=False)
+    if on_submitted is not None:
+        on_submitted()
     results = []
     for future in as_completed(futures, loop=client.loop):  # the flow's client is not the default one
         results.append(future.result())

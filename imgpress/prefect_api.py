@@ -138,13 +138,21 @@ def prefect_api(echo=print):
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
-    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
+    from prefect.settings import (  # noqa: PLC0415
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
 
     echo("Starting a local Prefect server (set PREFECT_API_URL to use a running one) ...")
     proc, api_url = start_server()
     os.environ["PREFECT_API_URL"] = api_url  # for Dask worker processes
+    # No flow-run heartbeats: they let a server that outlives a run tell it crashed, and this
+    # server dies with the run's process. They cost every run ~0.5 s here: the heartbeat
+    # thread sleeps in whole seconds and a sync flow waits for it to wake before returning.
+    settings = {PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     try:
-        with temporary_settings({PREFECT_API_URL: api_url}):  # for this process
+        with temporary_settings(settings):  # for this process
             yield api_url
             _drain_logs()
     finally:

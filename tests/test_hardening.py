@@ -169,3 +169,29 @@ def test_the_console_shows_progress_and_summary_and_the_logs_go_to_the_runs_log_
     errors = [line for line in failed.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: ") and "details: " in errors[0], failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_runs_on_the_private_server_send_no_heartbeats_and_runs_on_a_shared_one_keep_them(monkeypatch):
+    """Heartbeats tell a server that outlives a flow run that the run died; the private
+    server dies with the run's process, so they would only cost time (~0.5 s a run)."""
+    from prefect.settings import get_current_settings
+
+    from imgpress import prefect_api
+
+    class Server:  # stands in for `prefect server start`: the settings are what is tested here
+        def poll(self):
+            return None
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(prefect_api, "start_server", lambda: (Server(), "http://127.0.0.1:9/api"))
+    monkeypatch.setattr(prefect_api, "stop_server", lambda proc: None)
+    monkeypatch.setattr(prefect_api, "_drain_logs", lambda: None)
+    default = get_current_settings().flows.heartbeat_frequency
+    assert default  # Prefect's default sends them
+    with prefect_api.prefect_api(echo=lambda *_: None) as url:
+        assert url == os.environ["PREFECT_API_URL"] == str(get_current_settings().api.url)
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == default
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    with prefect_api.prefect_api(echo=lambda *_: None):
+        assert get_current_settings().flows.heartbeat_frequency == default

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from imgpress.cli import app
 from imgpress.demo import SAMPLES
 from tasks import plan, shard
-from tasks.html_report import error_map, markdown_summary, render_html
+from tasks.html_report import ERROR_GAIN, error_map, markdown_summary, render_html
 from tasks.plan import ShardSpec, write_marker
 from tasks.query import codec_stats, compare_runs, error_rows, open_reports, worst_images
 from tasks.layout import report_url
@@ -204,6 +204,20 @@ def test_the_error_map_is_black_where_the_decoded_image_is_exact_and_bright_wher
     emap = error_map(original, decoded)
     assert emap.shape == (4, 4, 3) and emap.dtype == np.uint8
     assert emap[0, 0].sum() > 600 and emap[3, 3].sum() < 20
+
+
+def test_the_error_map_has_matplotlibs_inferno_colours_without_importing_matplotlib():
+    import matplotlib  # the reference only: the report itself no longer imports it
+
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    decoded = np.clip(original.astype(int) + rng.integers(-90, 90, original.shape), 0, 255).astype(np.uint8)
+    decoded[0, :3] = original[0, :3]  # exact pixels, and full-scale ones below
+    decoded[1, :3] = 255 - original[1, :3]
+    err = np.abs(original.astype(np.int16) - decoded.astype(np.int16)).mean(axis=2)
+    scaled = np.clip(err * ERROR_GAIN / 255.0, 0.0, 1.0)
+    expected = (matplotlib.colormaps["inferno"](scaled)[..., :3] * 255).round().astype(np.uint8)
+    assert np.array_equal(error_map(original, decoded), expected)
 
 
 def test_an_empty_destination_says_so(tmp_path):
