@@ -112,7 +112,9 @@ def _ssim_fast(ref: np.ndarray, tst: np.ndarray, data_range: float) -> float:
     h, w, c = ref.shape
     step = max(1, int(np.sqrt(h * w / 4096)))  # any offset near the mean will do: a sparse sample
     sample = np.concatenate([ref[::step, ::step].reshape(-1, c), tst[::step, ::step].reshape(-1, c)])
-    offset = np.round(sample.mean(axis=0, dtype=np.float64)).astype(np.float32)
+    # The channel means as one product (exact: integer sums far below 2**53); NumPy's
+    # mean(axis=0) over this (n, 3) array took 0.6 ms, a tenth of the whole SSIM.
+    offset = np.round(np.ones(len(sample)) @ sample.astype(np.float64) / len(sample)).astype(np.float32)
     for axis, n in ((0, h), (1, w)):
         if n < 2 * _RADIUS + 1:  # too short to crop: pad it so that every position gets a window
             index = _reflect(np.arange(-_RADIUS, n + _RADIUS), n)
