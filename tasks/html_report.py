@@ -102,7 +102,7 @@ def render_html(
         sections.append(
             f"<h2>Worst {len(worst_rows)} images by PSNR</h2>"
             f"<p class=meta>original | decoded | error map (|error| &times; {ERROR_GAIN}, inferno)</p>"
-            + "".join(_worst_block(dest, row, storage) for row in worst_rows)
+            + "".join(_worst_blocks(dest, worst_rows, storage))
         )
     sections.append(
         f"<h2>Errors ({len(errors)})</h2>" + (_errors_table(errors) if errors else "<p>None.</p>")
@@ -342,14 +342,25 @@ def _png(image: Image.Image) -> bytes:
 # ---- worst images ----------------------------------------------------------------------
 
 
-def _worst_block(dest: str, row: dict, storage: Storage) -> str:
+def _worst_blocks(dest: str, rows: list[dict], storage: Storage) -> list[str]:
+    """The worst images' blocks, two at a time: reading, decoding and PNG-encoding them is
+    most of a report's time, and they release the GIL (the run's workers are idle by now)."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+    from tasks.plan import read_manifest  # noqa: PLC0415
+
+    manifests = {run_id: read_manifest(dest, run_id, storage) for run_id in {r["run_id"] for r in rows}}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda row: _worst_block(dest, row, storage, manifests[row["run_id"]]), rows))
+
+
+def _worst_block(dest: str, row: dict, storage: Storage, manifest: dict | None = None) -> str:
     caption = (
         f"<b>{_e(row['source'])}</b> &middot; {_e(row['codec'])} {_e(params_text(row['params']))} &middot; "
         f"{row['width']}&times;{row['height']} &middot; bpp {number(row['bpp'])} &middot; "
         f"PSNR {number(row['psnr'])} dB &middot; SSIM {number(row['ssim'])} &middot; run {_e(row['run_id'])}"
     )
     try:
-        original, decoded = load_pair(dest, row, storage)
+        original, decoded = load_pair(dest, row, storage, manifest=manifest)
         tiles = [_thumb(original), _thumb(decoded), _thumb(error_map(original, decoded))]
         body = "".join(
             f"<figure>{_img(t, name)}<figcaption>{name}</figcaption></figure>"
@@ -360,13 +371,18 @@ def _worst_block(dest: str, row: dict, storage: Storage) -> str:
     return f"<div class=worst><p>{caption}</p><div class=tiles>{body}</div></div>"
 
 
-def load_pair(dest: str, row: dict, storage: Storage = Storage()) -> tuple[np.ndarray, np.ndarray]:
-    """The image as the shard saw it (re-read from the run's source) and as its artifact decodes."""
+def load_pair(
+    dest: str, row: dict, storage: Storage = Storage(), *, manifest: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image as the shard saw it (re-read from the run's source) and as its artifact decodes.
+
+    ``manifest``: the row's run manifest when already read (read here otherwise).
+    """
     from compressors import get_codec  # noqa: PLC0415
     from compressors.imageio import decode_image  # noqa: PLC0415
     from tasks.plan import read_manifest  # noqa: PLC0415
 
-    manifest = read_manifest(dest, row["run_id"], storage)
+    manifest = manifest if manifest is not None else read_manifest(dest, row["run_id"], storage)
     if manifest is None:
         raise FileNotFoundError(f"no manifest for run {row['run_id']} under {dest}")
     src = read_bytes(join(manifest["source"], row["source"]), storage)

@@ -13,17 +13,18 @@ other runs' files without opening them; ``run_ids=`` skips even listing them.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
-from pyarrow.fs import FSSpecHandler, PyFileSystem
+from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
 
 from tasks.layout import finished_reports
 from tasks.report import REPORT_SCHEMA
-from tasks.storage import Storage
+from tasks.storage import Storage, is_local
 
 TABLE = "reports"
 METRICS = ("bpp", "psnr", "ssim", "encode_ms", "decode_ms")
@@ -40,7 +41,8 @@ def report_dataset(
         [storage.fs(url)[1] for _, url in found],
         schema=REPORT_SCHEMA,
         format=ds.ParquetFileFormat(),
-        filesystem=PyFileSystem(FSSpecHandler(fs)),
+        # local folders through Arrow's own reader (~2x faster than through Python's fsspec)
+        filesystem=LocalFileSystem() if is_local(fs) else PyFileSystem(FSSpecHandler(fs)),
         partitions=[ds.field("run_id") == run_id for run_id, _ in found],
     )
 
@@ -90,9 +92,23 @@ def open_reports(
     """
     dataset = report_dataset(dest, storage, run_ids=run_ids)
     source = dataset.to_table() if materialize else dataset
-    con = duckdb.connect()
+    con = _database().cursor()  # a connection of its own (tables registered here stay here)
     con.register(TABLE, source)
     return Reports(con, source)
+
+
+_DATABASE: tuple[int, duckdb.DuckDBPyConnection] | None = None
+
+
+def _database() -> duckdb.DuckDBPyConnection:
+    """This process's in-memory DuckDB (opening one costs 15-90 ms here; a cursor on it ~0).
+
+    Per process id: a forked child must not use its parent's (DuckDB is not fork-safe).
+    """
+    global _DATABASE
+    if _DATABASE is None or _DATABASE[0] != os.getpid():
+        _DATABASE = (os.getpid(), duckdb.connect())
+    return _DATABASE[1]
 
 
 def codec_stats(reports: Reports) -> list[dict]:
