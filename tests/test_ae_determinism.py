@@ -79,7 +79,7 @@ def test_other_thread_counts_read_the_encoders_latent(model_id, images, top, thr
     for quality in (1, top):
         for enc_threads, dec_threads in ((2, 1), (1, 2)):
             threads(enc_threads)
-            _, encoded = codec.analyse(images[:1], quality=quality, model=model_id)
+            _, encoded = codec.analyse(images[:1], quality=quality, model=model_id, autocast=codec.encoder_autocast())
             data = ae.encode(images[0], quality=quality, model=model_id)
             ref = ae.decode(data)
             threads(dec_threads)

@@ -102,9 +102,22 @@ def encode_version1(image: np.ndarray, *, quality: int, model: str | None = None
                           lm.legacy_tables.encode(z_sym[0], y_sym[0], idx[0]))
 
 
+def encoder_autocast() -> torch.dtype | None:
+    """bfloat16 for the analysis transforms where the CPU has AMX-BF16, else None (float32).
+
+    Measured on Kodak (8 image/quality pairs, Intel Xeon AMX-BF16, one thread): encode CPU
+    348 -> 177 ms per image, artifacts +0.1 % bytes and +0.01 dB PSNR (the decoder reads
+    the latent exactly either way, so the choice never affects decodability). Not on
+    AVX2-only CPUs, where bf16 convolutions are emulated and many times slower.
+    """
+    from compressors.hardware import cpu_flags  # noqa: PLC0415
+
+    return torch.bfloat16 if "amx_bf16" in cpu_flags() else None
+
+
 def encode(image: np.ndarray, *, quality: int, model: str | None = None) -> bytes:
     """Encode one uint8 (H, W, C) image at ``quality`` (1 = smallest) with model id ``model``."""
-    return encode_batch([image], quality=quality, model=model)[0]
+    return encode_batch([image], quality=quality, model=model, autocast=encoder_autocast())[0]
 
 
 def _model_for(header: container.Header) -> LoadedModel:
