@@ -20,8 +20,11 @@ Artifact (little-endian)::
     per channel: k u16, score step f32, component step f32, integer width u8 (2 or 4)
     payload length u32 | LZMA payload | CRC32 u32 of everything before it
 
-Decoding validates every field, bounds the decompressed size by what the header implies
-(and checks it is exactly that) before it allocates the image.
+Decoding validates every field and the checksum before it allocates; the payload then
+decompresses a field at a time straight into that field's array (never whole) and must hold
+exactly the bytes the header implies. Floats exist for one channel's components and one band
+of rows: at most 6 bytes per pixel beyond the image with 16-bit integers, 12 with 32-bit ones
+(components = min(H, W), which only a crafted artifact claims; issue 12.4).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ _HEAD = struct.Struct("<4sBB8sIIB")
 _CHAN = struct.Struct("<HffB")
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": 1 << 20}]  # 1 MiB window: bounded memory both ways
 _ROWS = 64  # rows reconstructed at a time: float temporaries stay a small band, not the image
+_CHUNK = 1 << 18  # bytes of component integers converted to floats at a time
+_PIECE = 1 << 16  # compressed bytes handed to the decompressor at a time
 
 
 def _fit(channel: np.ndarray, variance: float, components: int | None):
@@ -130,28 +135,63 @@ def decode(data: bytes) -> np.ndarray:
     if zlib.crc32(data[: pos + n_body]) != crc:
         raise ValueError("pca artifact is corrupt: CRC32 checksum mismatch")
     expected = sum(w + width * k * (w + h) for k, _, _, width in chans)
-    try:
-        raw = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS).decompress(
-            data[pos : pos + n_body], max_length=expected + 1)
-    except lzma.LZMAError as exc:
-        raise ValueError(f"pca artifact payload does not decompress: {exc}") from None
-    if len(raw) != expected:
-        raise ValueError(f"pca artifact payload holds {len(raw)} bytes, its header implies {expected}")
+    payload = _Payload(memoryview(data)[pos : pos + n_body], expected)
     out = np.empty((h, w, c), dtype=np.uint8)
-    at = 0
     with threadpool_limits(limits=1, user_api="blas"):
         for ch, (k, s_step, v_step, width) in enumerate(chans):
-            dtype = "<i2" if width == 2 else "<i4"
-            mean = np.frombuffer(raw, np.uint8, w, at).astype(np.float32)
-            at += w
-            comp = np.frombuffer(raw, dtype, k * w, at).reshape(k, w) * np.float32(v_step)  # float32: half the memory
-            at += width * k * w
-            scores = np.frombuffer(raw, dtype, k * h, at).reshape(k, h).T * np.float32(s_step)
-            at += width * k * h
+            dtype = np.dtype("<i2" if width == 2 else "<i4")
+            ftype = np.result_type(dtype, np.float32)  # float32 for 16-bit integers, float64 for 32-bit
+            mean = payload.array(np.uint8, (w,)).astype(np.float32)
+            comp, step = np.empty((k, w), ftype), max(1, _CHUNK // (width * w))
+            for i in range(0, k, step):  # a few components' integers at a time, never all of them twice
+                ints = payload.array(dtype, (min(step, k - i), w))
+                np.multiply(ints, ftype.type(v_step), out=comp[i : i + step])
+            scores = payload.array(dtype, (k, h))  # integers; a band of rows becomes floats at a time
             for r0 in range(0, h, _ROWS):
-                block = scores[r0 : r0 + _ROWS] @ comp + mean
-                out[r0 : r0 + _ROWS, :, ch] = np.clip(np.rint(block), 0, 255).astype(np.uint8)
+                band = (scores[:, r0 : r0 + _ROWS] * ftype.type(s_step)).T
+                out[r0 : r0 + _ROWS, :, ch] = np.clip(np.rint(band @ comp + mean), 0, 255).astype(np.uint8)
+            del comp, scores
+    payload.finish()
     return out
+
+
+class _Payload:
+    """The LZMA payload read in order into each field's own array: the compressed bytes are fed
+    a piece at a time and the decompressed payload never exists whole (issue 12.4's bound)."""
+
+    def __init__(self, body: memoryview, expected: int):
+        self._lzma = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+        self._body, self._at, self._expected, self._read = body, 0, expected, 0
+
+    def array(self, dtype, shape: tuple[int, ...]) -> np.ndarray:
+        out = np.empty(shape, dtype)
+        if self._fill(out.reshape(-1).view(np.uint8)) != out.nbytes:
+            raise ValueError(f"pca artifact payload holds {self._read} bytes, "
+                             f"its header implies {self._expected}")
+        return out
+
+    def finish(self) -> None:
+        if self._fill(np.empty(1, np.uint8)) or self._read != self._expected:
+            raise ValueError(f"pca artifact payload holds more than the {self._expected} bytes "
+                             "its header implies")
+
+    def _fill(self, dest: np.ndarray) -> int:
+        filled = 0
+        while filled < dest.size and not self._lzma.eof:
+            piece = b""
+            if self._lzma.needs_input:
+                piece = self._body[self._at : self._at + _PIECE]
+                self._at += len(piece)
+                if not piece:
+                    break  # the payload ends before its fields do
+            try:
+                part = self._lzma.decompress(piece, max_length=dest.size - filled)
+            except lzma.LZMAError as exc:
+                raise ValueError(f"pca artifact payload does not decompress: {exc}") from None
+            dest[filled : filled + len(part)] = np.frombuffer(part, np.uint8)
+            filled += len(part)
+            self._read += len(part)
+        return filled
 
 
 PCA_CODEC = register(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lzma
 import struct
 import zlib
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from compressors import get_codec
+from compressors import get_codec, pca
 from compressors.metrics import psnr
 
 PCA = get_codec("pca")
@@ -73,3 +74,58 @@ def test_the_container_is_validated_before_anything_is_allocated(astronaut):
         PCA.decode(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(ValueError, match="not a pca artifact"):
         PCA.decode(get_codec("jpeg").encode(astronaut))
+
+
+def _fields(data: bytes):
+    """(h, w, channel table, raw payload) of an artifact, read the plain way: everything at once."""
+    h, w, c = struct.unpack_from("<IIB", data, 14)
+    pos, chans = 23, []
+    for _ in range(c):
+        chans.append(list(struct.unpack_from("<HffB", data, pos)))
+        pos += 11
+    (n,) = struct.unpack_from("<I", data, pos)
+    raw = lzma.decompress(data[pos + 4 : pos + 4 + n], format=lzma.FORMAT_RAW, filters=pca._LZMA_FILTERS)
+    return h, w, chans, raw
+
+
+def _with_32_bit_integers(data: bytes) -> bytes:
+    """The same artifact with every integer stored 32 bits wide (what large scores make the encoder do)."""
+    h, w, chans, raw = _fields(data)
+    at, parts = 0, []
+    for ch in chans:
+        k, width = ch[0], ch[3]
+        ints = np.frombuffer(raw, f"<i{width}", k * (w + h), at + w)
+        parts += [raw[at : at + w], ints.astype("<i4").tobytes()]
+        at += w + width * k * (w + h)
+        ch[3] = 4
+    body = lzma.compress(b"".join(parts), format=lzma.FORMAT_RAW, filters=pca._LZMA_FILTERS)
+    head = data[:23] + b"".join(struct.pack("<HffB", *ch) for ch in chans) + struct.pack("<I", len(body))
+    return head + body + struct.pack("<I", zlib.crc32(head + body))
+
+
+def _reference_decode(data: bytes) -> np.ndarray:
+    """The decoder as first written: the whole payload and every channel's floats held at once."""
+    h, w, chans, raw = _fields(data)
+    out, at = np.empty((h, w, len(chans)), np.uint8), 0
+    for ch, (k, s_step, v_step, width) in enumerate(chans):
+        mean = np.frombuffer(raw, np.uint8, w, at).astype(np.float32)
+        comp = np.frombuffer(raw, f"<i{width}", k * w, at + w).reshape(k, w) * np.float32(v_step)
+        scores = np.frombuffer(raw, f"<i{width}", k * h, at + w + width * k * w).reshape(k, h).T
+        scores = scores * np.float32(s_step)
+        at += w + width * k * (w + h)
+        for r0 in range(0, h, 64):
+            band = np.rint(scores[r0 : r0 + 64] @ comp + mean)
+            out[r0 : r0 + 64, :, ch] = np.clip(band, 0, 255).astype(np.uint8)
+    return out
+
+
+@pytest.mark.parametrize("params", [{"variance": 0.6}, {"variance": 0.999}, {"components": 1}])
+def test_the_streaming_decoder_gives_the_pixels_of_the_plain_one(astronaut, params):
+    """Issue 12.4 made the decoder read the payload a field at a time (never whole, floats a band at a
+    time); the pixels are those of the plain decoder, for 16- and 32-bit integers, gray and odd sizes."""
+    rng = np.random.default_rng(7)
+    noise = rng.integers(0, 256, (3, 150, 3), np.uint8)
+    for image in (astronaut, np.ascontiguousarray(astronaut[:70, :101, :1]), noise):
+        data = PCA.encode(image, **params)
+        for artifact in (data, _with_32_bit_integers(data)):
+            np.testing.assert_array_equal(PCA.decode(artifact), _reference_decode(artifact))
