@@ -15,14 +15,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from typer.testing import CliRunner
+
 from compressors import classifiers, get_codec, models
 from compressors.classifiers.train import fit as fit_classifier
 from compressors.digits import codec as digits_codec
 from compressors.digits.mnist import digits_and_labels, parse_idx
 from compressors.digits.train import fit as fit_digits
 from compressors.roundtrip import classify_pair, measure
+from imgpress import cli
 from tasks.plan import prepare_run
 from tasks.query import codec_stats, open_reports
+from tasks.formatting import number
 from tasks.report import read_reports
 from tasks.shard import compress_shard
 
@@ -209,6 +213,10 @@ def test_a_run_with_a_classifier_reports_labels_and_the_agreement_rate(digit_fol
         (stats,) = codec_stats(reports)
     assert stats["classified"] == 6 and stats["classifier"] == f"drawn@{tiny_classifier}"
     assert stats["agreement"] == pytest.approx(np.mean([r["labels_agree"] for r in ok]))
+    printed = CliRunner().invoke(cli.app, ["report", dest], env={"COLUMNS": "240"})  # what a user reads
+    assert printed.exit_code == 0, printed.output
+    agreement_row = next(line for line in printed.output.splitlines() if "agreement (6 classified by" in line)
+    assert number(stats["agreement"]) in agreement_row.split() and f"drawn@{tiny_classifier}" in printed.output
 
 
 def test_measure_classifies_the_post_filtered_image_when_there_is_one(tiny_classifier, tiny_digits):
