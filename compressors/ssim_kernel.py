@@ -118,35 +118,31 @@ def ssim_column_sums(ref, tst, channels, offset, taps, c1, c2):  # pragma: no co
         k8 = ((t + _u(8)) % _u(12)) * _u(4)
         k9 = ((t + _u(9)) % _u(12)) * _u(4)
         k10 = ((t + _u(10)) % _u(12)) * _u(4)
+        # Without a pair (the last output row alone), row t + 11 does not exist: any ring row
+        # stands in for it, and only the first output is used.
+        k11 = ((t + _u(11)) % _u(12)) * _u(4) if pair else k10
+        for p in range(_u(4)):
+            for j in range(n):
+                r0 = ring[k0 + p, j]
+                r1 = ring[k1 + p, j]
+                r2 = ring[k2 + p, j]
+                r3 = ring[k3 + p, j]
+                r4 = ring[k4 + p, j]
+                r5 = ring[k5 + p, j]
+                r6 = ring[k6 + p, j]
+                r7 = ring[k7 + p, j]
+                r8 = ring[k8 + p, j]
+                r9 = ring[k9 + p, j]
+                r10 = ring[k10 + p, j]
+                r11 = ring[k11 + p, j]
+                v[p, j] = (w5 * r5 + w0 * (r0 + r10) + w1 * (r1 + r9) + w2 * (r2 + r8)
+                           + w3 * (r3 + r7) + w4 * (r4 + r6))
+                u[p, j] = (w5 * r6 + w0 * (r1 + r11) + w1 * (r2 + r10) + w2 * (r3 + r9)
+                           + w3 * (r4 + r8) + w4 * (r5 + r7))
+        _row_sums(v, out_n, c, offset, sums, w0, w1, w2, w3, w4, w5, c1, c2)
         if pair:
-            k11 = ((t + _u(11)) % _u(12)) * _u(4)
-            for p in range(_u(4)):
-                for j in range(n):
-                    r0 = ring[k0 + p, j]
-                    r1 = ring[k1 + p, j]
-                    r2 = ring[k2 + p, j]
-                    r3 = ring[k3 + p, j]
-                    r4 = ring[k4 + p, j]
-                    r5 = ring[k5 + p, j]
-                    r6 = ring[k6 + p, j]
-                    r7 = ring[k7 + p, j]
-                    r8 = ring[k8 + p, j]
-                    r9 = ring[k9 + p, j]
-                    r10 = ring[k10 + p, j]
-                    r11 = ring[k11 + p, j]
-                    v[p, j] = (w5 * r5 + w0 * (r0 + r10) + w1 * (r1 + r9) + w2 * (r2 + r8)
-                               + w3 * (r3 + r7) + w4 * (r4 + r6))
-                    u[p, j] = (w5 * r6 + w0 * (r1 + r11) + w1 * (r2 + r10) + w2 * (r3 + r9)
-                               + w3 * (r4 + r8) + w4 * (r5 + r7))
-            _row_sums(v, out_n, c, offset, sums, w0, w1, w2, w3, w4, w5, c1, c2)
             _row_sums(u, out_n, c, offset, sums, w0, w1, w2, w3, w4, w5, c1, c2)
             t += _u(2)
         else:
-            for p in range(_u(4)):
-                for j in range(n):
-                    v[p, j] = (w5 * ring[k5 + p, j] + w0 * (ring[k0 + p, j] + ring[k10 + p, j])
-                               + w1 * (ring[k1 + p, j] + ring[k9 + p, j]) + w2 * (ring[k2 + p, j] + ring[k8 + p, j])
-                               + w3 * (ring[k3 + p, j] + ring[k7 + p, j]) + w4 * (ring[k4 + p, j] + ring[k6 + p, j]))
-            _row_sums(v, out_n, c, offset, sums, w0, w1, w2, w3, w4, w5, c1, c2)
             t += _u(1)
     return sums
