@@ -18,16 +18,31 @@ WORKERS_ENV = "IMGPRESS_DASK_WORKERS"
 
 
 def dask_runner(address: str | None = None, workers: int | None = None) -> DaskTaskRunner:
-    address = address or os.environ.get(ADDRESS_ENV) or None
+    address = cluster_address(address)
     if address:
         return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(workers))
+
+
+def cluster_address(address: str | None = None) -> str | None:
+    """The existing scheduler to use: ``address``, else ``IMGPRESS_DASK_ADDRESS``, else none."""
+    return address or os.environ.get(ADDRESS_ENV) or None
+
+
+def local_cluster_kwargs(workers: int | None = None) -> dict:
+    """The local cluster a run starts when it is given none."""
     n = workers or int(os.environ.get(WORKERS_ENV, 0)) or os.cpu_count() or 1
     # One single-threaded process per core: codecs and metrics hold the GIL in places.
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
-                        "dashboard_address": ":0", "silence_logs": logging.WARNING},
-    )
+    return {"n_workers": n, "threads_per_worker": 1, "processes": True,
+            "dashboard_address": ":0", "silence_logs": logging.WARNING}
+
+
+def local_cluster(workers: int | None = None):
+    """Start that local cluster now (a context manager that stops it), e.g. while a Prefect
+    server starts: the CLI then runs its flow on it by address."""
+    from distributed import LocalCluster  # noqa: PLC0415
+
+    return LocalCluster(**local_cluster_kwargs(workers))
 
 
 def map_on_cluster(fn, items, *, key: str, on_submitted=None, on_done=None) -> list:

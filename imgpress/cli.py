@@ -6,6 +6,7 @@ by :mod:`imgpress.options` from the codec registry and the flow's request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import traceback
 from typing import Optional
@@ -82,8 +83,7 @@ def run_compress(request, *, dask_address: str | None = None, workers: int | Non
     run's log file (``summary["log"]``), and to the console too with ``verbose``. Whatever
     fails is one line here, with the log file named for the details.
     """
-    from flows.compress import compress_collection
-    from flows.runner import dask_runner
+    from flows.runner import cluster_address, dask_runner, local_cluster
     from imgpress.prefect_api import prefect_api
     from tasks.plan import make_run_id, resolve_codec_params, resolve_helpers
     from tasks.storage import Storage
@@ -95,16 +95,28 @@ def run_compress(request, *, dask_address: str | None = None, workers: int | Non
     except (OSError, ValueError) as exc:
         fail(exc)
     run_id = make_run_id(request.source, request.codec, params, helpers)
-    flow = compress_collection.with_options(task_runner=dask_runner(dask_address, workers))
-    log, failure = RunLog(request.dest, run_id, storage), None
-    with library_logs(log.path, verbose=verbose):
-        with prefect_api(echo=console.print):
-            with ShardProgress(request.dest, run_id, storage, enabled=progress):
-                try:
+    log, failure, address = RunLog(request.dest, run_id, storage), None, cluster_address(dask_address)
+    if verbose:  # Prefect sets up its console logs on import unless the root logger has a handler (verbose adds one)
+        import flows.compress  # noqa: F401
+    with library_logs(log.path, verbose=verbose), contextlib.ExitStack() as cluster:
+
+        def meanwhile():  # while the Prefect server starts (8-23 s): the local cluster (~5 s), the flow's imports
+            nonlocal address
+            if address is None:
+                address = cluster.enter_context(local_cluster(workers)).scheduler_address
+            import fastapi.encoders  # noqa: F401  (Prefect imports it on a process's first flow run: ~0.3-0.7 s)
+            import flows.compress  # noqa: F401
+
+        try:
+            with prefect_api(echo=console.print, meanwhile=meanwhile):
+                from flows.compress import compress_collection
+
+                flow = compress_collection.with_options(task_runner=dask_runner(address))
+                with ShardProgress(request.dest, run_id, storage, enabled=progress):
                     summary = flow(request)
-                except Exception as exc:  # noqa: BLE001  (one line here; the traceback goes to the log)
-                    traceback.print_exc()
-                    failure = exc
+        except Exception as exc:  # noqa: BLE001  (one line here; the traceback goes to the log)
+            traceback.print_exc()
+            failure = exc
     if failure is not None:
         fail(failure, log.publish())
     summary["log"] = log.publish()

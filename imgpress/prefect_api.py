@@ -38,8 +38,14 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def start_server(port: int | None = None, *, host: str = "127.0.0.1", env: dict | None = None, log=None):
-    """Start ``prefect server start`` on loopback; return ``(process, api_url)`` once healthy."""
+def start_server(
+    port: int | None = None, *, host: str = "127.0.0.1", env: dict | None = None, log=None, meanwhile=None
+):
+    """Start ``prefect server start`` on loopback; return ``(process, api_url)`` once healthy.
+
+    ``meanwhile()`` is called once the server process is started, before waiting for it to
+    answer (it takes 8-23 s here): work that needs no API overlaps its start.
+    """
     port = port or free_port()
     api_url = f"http://{host}:{port}/api"
     server_env = {**os.environ, **(env or {}), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -49,6 +55,12 @@ def start_server(port: int | None = None, *, host: str = "127.0.0.1", env: dict 
     server_env.setdefault("PREFECT_UI_API_URL", api_url)
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
     proc = guarded(cmd, env=server_env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    if meanwhile is not None:
+        try:
+            meanwhile()
+        except BaseException:
+            stop_server(proc)
+            raise
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -133,23 +145,41 @@ def _stop_group(child: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def prefect_api(echo=print):
-    """Use ``PREFECT_API_URL`` when set; otherwise run a local server for the block's duration."""
+def prefect_api(echo=print, meanwhile=None):
+    """Use ``PREFECT_API_URL`` when set; otherwise run a local server for the block's duration.
+
+    ``meanwhile()`` (e.g. starting a Dask cluster) runs while that server starts, with
+    ``PREFECT_API_URL`` already set for the processes it starts; with a given API, first.
+    """
     if os.environ.get("PREFECT_API_URL"):
+        if meanwhile is not None:
+            meanwhile()
         yield os.environ["PREFECT_API_URL"]
         return
+    echo("Starting a local Prefect server (set PREFECT_API_URL to use a running one) ...")
+    port = free_port()
+    os.environ["PREFECT_API_URL"] = api_url = f"http://127.0.0.1:{port}/api"  # for Dask worker processes
+
+    def starting():
+        import prefect.settings  # noqa: F401, PLC0415  (most of Prefect: seconds, while the server starts)
+
+        if meanwhile is not None:
+            meanwhile()
+
+    try:
+        proc, _ = start_server(port, meanwhile=starting)
+    except BaseException:
+        del os.environ["PREFECT_API_URL"]
+        raise
+    # No flow-run heartbeats: they let a server that outlives a run tell it crashed, and this
+    # server dies with the run's process. They cost every run ~0.5 s here: the heartbeat
+    # thread sleeps in whole seconds and a sync flow waits for it to wake before returning.
     from prefect.settings import (  # noqa: PLC0415
         PREFECT_API_URL,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
         temporary_settings,
     )
 
-    echo("Starting a local Prefect server (set PREFECT_API_URL to use a running one) ...")
-    proc, api_url = start_server()
-    os.environ["PREFECT_API_URL"] = api_url  # for Dask worker processes
-    # No flow-run heartbeats: they let a server that outlives a run tell it crashed, and this
-    # server dies with the run's process. They cost every run ~0.5 s here: the heartbeat
-    # thread sleeps in whole seconds and a sync flow waits for it to wake before returning.
     settings = {PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     try:
         with temporary_settings(settings):  # for this process

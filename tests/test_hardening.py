@@ -178,12 +178,12 @@ def test_runs_on_the_private_server_send_no_heartbeats_and_runs_on_a_shared_one_
 
     from imgpress import prefect_api
 
-    class Server:  # stands in for `prefect server start`: the settings are what is tested here
-        def poll(self):
-            return None
+    def start_server(port, meanwhile):  # stands in for `prefect server start`: the settings are tested here
+        meanwhile()
+        return object(), f"http://127.0.0.1:{port}/api"
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.setattr(prefect_api, "start_server", lambda: (Server(), "http://127.0.0.1:9/api"))
+    monkeypatch.setattr(prefect_api, "start_server", start_server)
     monkeypatch.setattr(prefect_api, "stop_server", lambda proc: None)
     monkeypatch.setattr(prefect_api, "_drain_logs", lambda: None)
     default = get_current_settings().flows.heartbeat_frequency
