@@ -64,9 +64,9 @@ def gather(dest: str, storage: Storage = Storage(), *, run_ids: Iterable[str] | 
     with open_reports(dest, storage, run_ids=run_ids, materialize=True) as reports:
         return {
             "stats": codec_stats(reports),
-            "points": reports.sql(
+            "points": _columns(reports.con.execute(
                 "SELECT run_id, codec, params, bpp, psnr, ssim FROM reports WHERE status = 'ok' AND exact IS NOT TRUE"
-            ).records(),
+            ).fetchnumpy()),
             "worst": worst_images(reports, worst) if worst > 0 else [],
             "errors": error_rows(reports, limit=200),
         }
@@ -95,7 +95,7 @@ def render_html(
             "definition, so they are left out of the PSNR statistics, plots and worst images</p>"
             + _routes_table(routes)
         )
-    if points:
+    if len(points["bpp"]):
         sections.append("<h2>Rate&ndash;distortion</h2>" + _rd_plot(points, stats))
         sections.append("<h2>Distributions</h2>" + _histograms(points))
     if worst_rows:
@@ -257,10 +257,24 @@ def _svg(width: int, height: int, parts: list[str], title: str) -> str:
             f"<title>{_e(title)}</title>{''.join(parts)}</svg>")
 
 
-def _sample(points: list[dict]) -> list[dict]:
-    if len(points) <= MAX_DOTS:
-        return points
-    return [points[i] for i in np.linspace(0, len(points) - 1, MAX_DOTS).round().astype(int)]
+def _columns(fetched: dict) -> dict[str, np.ndarray]:
+    """DuckDB's numpy columns as plain arrays: numbers as float64 (NULL -> NaN), text as objects.
+
+    A run's points stay columns (not a dict per image): 100,000 dicts cost the flow's process
+    ~250 MB and seconds to build and walk."""
+    out = {}
+    for name, col in fetched.items():
+        if np.ma.isMaskedArray(col):
+            col = col.astype(np.float64).filled(np.nan) if col.dtype.kind in "iuf" else col.filled(None)
+        out[name] = col.astype(np.float64) if col.dtype.kind in "iuf" else col
+    return out
+
+
+def _sample(points: dict[str, np.ndarray]) -> list[dict]:
+    """At most MAX_DOTS points, evenly spread over the run's rows, as one dict each."""
+    n = len(points["bpp"])
+    rows = range(n) if n <= MAX_DOTS else np.linspace(0, n - 1, MAX_DOTS).round().astype(int)
+    return [{name: col[i] for name, col in points.items()} for i in rows]
 
 
 def _legend(entries: list[tuple[str, str, str]], x: float, y: float) -> list[str]:
@@ -272,9 +286,9 @@ def _legend(entries: list[tuple[str, str, str]], x: float, y: float) -> list[str
     return out
 
 
-def _rd_plot(points: list[dict], stats: list[dict]) -> str:
+def _rd_plot(points: dict[str, np.ndarray], stats: list[dict]) -> str:
     """bpp against PSNR: one dot per image (a sample past MAX_DOTS), diamonds for run means."""
-    colors = _colors([p["codec"] for p in points])
+    colors = _colors(list(set(points["codec"])))
     dots = [p for p in _sample(points) if finite(p["psnr"]) and finite(p["bpp"])]
     means = [s for s in stats if s["mean_bpp"] is not None and s["mean_psnr"] is not None
              and finite(s["mean_psnr"]) and s["codec"] in colors]
@@ -299,19 +313,20 @@ def _rd_plot(points: list[dict], stats: list[dict]) -> str:
     return _svg(760, 460, parts, "bpp vs PSNR")
 
 
-def _histograms(points: list[dict]) -> str:
+def _histograms(points: dict[str, np.ndarray]) -> str:
     """PSNR and SSIM histograms, one outline per run."""
-    runs = sorted({(p["codec"], p["params"], p["run_id"]) for p in points})
-    colors = _colors([p["codec"] for p in points])
+    runs = sorted(set(zip(points["codec"], points["params"], points["run_id"])))
+    colors = _colors(list(set(points["codec"])))
     parts, legend = [], []
     for panel, metric in enumerate(("psnr", "ssim")):
-        values = np.array([p[metric] for p in points if finite(p[metric])], dtype=np.float64)
+        keep = np.isfinite(points[metric])
+        values = points[metric][keep]
         if not len(values):
             continue
         bins = np.linspace(values.min(), values.max() + 1e-9, 30)
         counts = {}
         for codec, params, run_id in runs:
-            mine = np.array([p[metric] for p in points if p["run_id"] == run_id and finite(p[metric])])
+            mine = points[metric][keep & (points["run_id"] == run_id)]
             counts[run_id] = np.histogram(mine, bins=bins)[0]
         top = max(int(c.max()) for c in counts.values()) if counts else 1
         unit = " dB" if metric == "psnr" else ""
