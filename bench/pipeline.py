@@ -191,6 +191,7 @@ def main() -> None:
                 "load_avg": round(load, 1), "load_avg_end": round(os.getloadavg()[0], 1),
             })
             print(rows[-1], flush=True)
+            write_csv(out / "pipeline.csv", rows)  # after every size: a long run stopped early keeps its rows
             for part in ("src", "loop"):  # keep the disk use of a 100k run sane
                 shutil.rmtree(f"{tmp}/{part}{n}", ignore_errors=True)
         pool.close()
@@ -203,11 +204,14 @@ def main() -> None:
     print(" | ".join(keys))
     for r in rows:
         print(" | ".join(str(r[k]) for k in keys))
-    with open(out / "pipeline.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
+    print(f"wrote {out / 'pipeline.csv'}")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    print(f"wrote {out / 'pipeline.csv'}")
 
 
 if __name__ == "__main__":
