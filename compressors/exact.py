@@ -203,13 +203,24 @@ class IndexedCategoricals:
                 coder.encode_reverse(sym[bounds[k]:bounds[k + 1]], self.models[k])
 
     def decode(self, coder, indices: np.ndarray) -> np.ndarray:
-        """Pop the symbols whose table indices are ``indices``; returns them in its shape (int32)."""
-        order, bounds = self._groups(indices)
-        out = np.empty(order.size, dtype=np.int32)
-        for k in range(len(self.models)):
-            if bounds[k + 1] > bounds[k]:
-                out[order[bounds[k]:bounds[k + 1]]] = coder.decode(self.models[k], int(bounds[k + 1] - bounds[k]))
-        return (out + self.lo).reshape(np.shape(indices))
+        """Pop the symbols whose table indices are ``indices``; returns them in its shape (int32).
+
+        Group by group in table order, each group's symbols in position order (the encoder's
+        stable sort), placed through a boolean mask: no position array (8 bytes an element)
+        is built, so a decoder holds ~1 byte per element beyond the symbols (issue 12.4).
+        """
+        idx = np.ascontiguousarray(indices).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self.models)):
+            raise ValueError(f"table index outside 0..{len(self.models) - 1}")
+        counts = sum(np.bincount(idx[i:i + _CHUNK], minlength=len(self.models))
+                     for i in range(0, idx.size, _CHUNK))
+        out = np.empty(idx.size, dtype=np.int32)
+        mask = np.empty(idx.size, dtype=bool)
+        for k in np.flatnonzero(counts):
+            np.equal(idx, k, out=mask)
+            out[mask] = coder.decode(self.models[k], int(counts[k]))
+        out += self.lo
+        return out.reshape(np.shape(indices))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,26 +372,30 @@ class IntegerNetwork:
             f_in, real_in = f_out, real_out
         return cls(layers, input_bound=input_bound, input_frac_bits=input_frac_bits, frac_bits=fracs)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, *, channels_last: bool = False) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 4 or not np.issubdtype(x.dtype, np.integer):
             raise ValueError("IntegerNetwork input must be an integer array (B, C, H, W)")
         if x.size and int(np.abs(x.astype(np.int64)).max()) > self.input_bound:
             raise ValueError(f"IntegerNetwork input outside its bound {self.input_bound}")
         h = x.astype(np.int64).transpose(0, 2, 3, 1)  # channels last inside
-        for layer in self.layers:
-            acc = _conv(h, layer) if layer.kind == "conv" else _deconv(h, layer)
-            acc += layer.bias
+        for layer in self.layers:  # integer arithmetic in place: the same integers, fewer copies
+            h = _conv(h, layer) if layer.kind == "conv" else _deconv(h, layer)
+            h += layer.bias
             if layer.shift > 0:
-                h = (acc + (1 << (layer.shift - 1))) // (1 << layer.shift)  # round half up: floor division
+                h += 1 << (layer.shift - 1)
+                h //= 1 << layer.shift  # round half up: floor division
             else:
-                h = acc * (1 << -layer.shift)
+                h *= 1 << -layer.shift
             if layer.slope is not None:
-                neg = (h * layer.slope + (1 << (self.SLOPE_BITS - 1))) // (1 << self.SLOPE_BITS)
-                h = np.where(h < 0, neg, h)
+                neg = h * layer.slope
+                neg += 1 << (self.SLOPE_BITS - 1)
+                neg //= 1 << self.SLOPE_BITS
+                np.copyto(h, neg, where=h < 0)
+                del neg
             if layer.clamp is not None:
                 np.clip(h, -layer.clamp, layer.clamp, out=h)
-        return np.ascontiguousarray(h.transpose(0, 3, 1, 2))
+        return h if channels_last else np.ascontiguousarray(h.transpose(0, 3, 1, 2))
 
 
 def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -390,7 +405,7 @@ def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a @ b).astype(np.int64)
 
 
-_CHUNK = 1 << 22  # float64 elements of one im2col / scatter block (32 MB): memory stays flat for big inputs
+_CHUNK = 1 << 20  # float64 elements of one im2col / scatter block (8 MB): memory stays flat for big inputs
 
 
 def _conv(x: np.ndarray, layer: _Affine) -> np.ndarray:
@@ -398,12 +413,14 @@ def _conv(x: np.ndarray, layer: _Affine) -> np.ndarray:
     b, h, w, c = x.shape
     k, s, p = layer.k, layer.stride, layer.padding
     ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
     out = np.empty((b, ho, wo, layer.cout), dtype=np.int64)
     rows = max(1, _CHUNK // max(1, b * wo * c * k * k))
     for r0 in range(0, ho, rows):
         r1 = min(ho, r0 + rows)
-        band = xp[:, r0 * s:(r1 - 1) * s + k].astype(np.float64)
+        # this band's rows of the zero-padded input, padded here (not a padded copy of all of x)
+        top, bottom = r0 * s - p, (r1 - 1) * s + k - p
+        band = np.zeros((b, bottom - top, w + 2 * p, c), dtype=np.float64)
+        band[:, max(0, -top):bottom - top - max(0, bottom - h), p:p + w] = x[:, max(0, top):min(h, bottom)]
         win = np.lib.stride_tricks.sliding_window_view(band, (k, k), axis=(1, 2))[:, ::s, ::s][:, :, :wo]
         cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k * k * c)  # (B*rows*Wo, k*k*C)
         out[:, r0:r1] = _exact_matmul(cols, layer.weight).reshape(b, r1 - r0, wo, layer.cout)
@@ -437,5 +454,7 @@ def latent_checksum(*arrays: np.ndarray) -> bytes:
     for a in arrays:
         a = np.asarray(a)
         h.update(np.asarray(a.shape, dtype="<i8").tobytes())
-        h.update(np.ascontiguousarray(a, dtype="<i8").tobytes())
+        flat = np.ascontiguousarray(a).reshape(-1)
+        for i in range(0, flat.size, 1 << 18):  # as int64, a block at a time: the digest of the whole
+            h.update(np.ascontiguousarray(flat[i:i + (1 << 18)], dtype="<i8"))
     return h.digest()

@@ -206,3 +206,24 @@ def test_tiled_synthesis_gives_the_whole_images_pixels():
     diff = np.abs(whole.astype(int) - tiled)
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float summation order only
     assert np.abs(whole.astype(int) - too_little_context).max() > 1  # the halo is what makes it exact
+
+
+def test_the_integer_h_s_in_bands_gives_the_whole_latents_tables_and_means(monkeypatch):
+    """Issue 12.4: the decoder runs the integer h_s on bands of z rows (with 2 rows of context), so
+    its int64 activations never exist for the whole image; integers, so exactly the same values."""
+    from compressors import exact
+    from compressors.autoencoder import entropy
+
+    lm = store.get_model(store.default_model_id())
+    tables, rng = lm.tables, np.random.default_rng(5)
+    for spread in (4, entropy.Z_TAIL):  # typical symbols, and the extremes (clamped activations)
+        z = rng.integers(-spread, spread + 1, (1, lm.model.N, 11, 5), dtype=np.int32)
+        whole = tables.h_s(z)  # (1, 2M, 44, 20): the network on all rows at once
+        m = whole.shape[1] // 2
+        monkeypatch.setattr(entropy, "H_S_MIN_ROWS", 1)
+        for elements in (1, 16 * 5 * 256 * 6, 1 << 22):  # 1-row bands, 2-row bands, one band
+            monkeypatch.setattr(entropy, "H_S_BAND_ELEMENTS", elements)
+            idx, mean_q = tables.y_params(z)
+            np.testing.assert_array_equal(idx, exact.table_index(whole[:, :m], tables.thresholds))
+            np.testing.assert_array_equal(mean_q, whole[:, m:])
+            assert idx.dtype == np.uint8 and mean_q.dtype == np.int32

@@ -195,18 +195,26 @@ def decode_batch(datas: Sequence[bytes], *, autocast: torch.dtype | None = None)
         groups.setdefault((hd.model_id, hd.height, hd.width), []).append(i)
     for (mid, h, w), members in groups.items():
         lm = get_model(mid)
-        y_hats = []
-        for i in members:
+        y_hats = None  # float32 (B, M, h, w), filled one artifact at a time (its latent freed after)
+        for k, i in enumerate(members):
             header, payload = parsed[i]
             _model_for(header)
             if header.version >= 2:
-                y_hats.append(_read_latent(lm, header, payload).y_hat())
+                latent = _read_latent(lm, header, payload)
+                if y_hats is None:
+                    y_hats = np.empty((len(members), *latent.y.shape), np.float32)
+                latent.y_hat_into(y_hats[k])
+                del latent
             else:
-                y_hats.append(lm.legacy_tables.decode_y_hat(payload, _z_shape(lm, header)))
+                y_hat = lm.legacy_tables.decode_y_hat(payload, _z_shape(lm, header))
+                if y_hats is None:
+                    y_hats = np.empty((len(members), *y_hat.shape), np.float32)
+                y_hats[k] = y_hat
+                del y_hat
         q = torch.tensor([parsed[i][0].quality - 1 for i in members])
         with torch.inference_mode():
             _, inv_gain = lm.model.gains(q)
-            y_hat = torch.from_numpy(np.stack(y_hats).astype(np.float32)).mul_(inv_gain)
+            y_hat = torch.from_numpy(y_hats).mul_(inv_gain)
             del y_hats
             with _precision(autocast):
                 pix = synthesize(lm.model.g_s, y_hat, h, w)

@@ -42,6 +42,14 @@ from .model import SCALE_LEVELS, SCALE_MAX, SCALE_MIN, Z_TAIL, FactorizedDensity
 Y_RANGE = 2047  # y residual symbols are clamped to [-Y_RANGE, Y_RANGE]
 MEAN_FRAC_BITS = 16  # h_s outputs (scales and means) in units of 2**-16
 H_S_ACT_BOUND = 4096.0  # |hidden activation| clamp of the integer h_s (real inputs stay below ~50)
+# The integer h_s runs on bands of z rows with H_S_HALO rows of context on each side (its reach
+# is under 2 z rows; integers, so the bands give exactly the whole latent's values): its int64
+# activations exist for one band at a time, not the whole image (issue 12.4). A band's output
+# holds at most H_S_BAND_ELEMENTS int64 values (32 MB; an image up to ~2048 px wide is one band),
+# or H_S_MIN_ROWS z rows for very wide images (the context then costs at most 1.5x h_s's time).
+H_S_HALO = 2
+H_S_BAND_ELEMENTS = 1 << 22
+H_S_MIN_ROWS = 8
 
 
 @dataclass
@@ -50,12 +58,17 @@ class Latent:
 
     z: np.ndarray  # int32 (N, h, w): hyper-latent symbols
     y: np.ndarray  # int32 (M, H/16, W/16): residual symbols round(y - mean)
-    index: np.ndarray  # int32, like y: scale-table index
-    mean_q: np.ndarray  # int64, like y: mean * 2**MEAN_FRAC_BITS
+    index: np.ndarray  # uint8 (int32 before issue 12.4), like y: scale-table index
+    mean_q: np.ndarray  # int32, or int64 when a value needs it, like y: mean * 2**MEAN_FRAC_BITS
 
     def y_hat(self) -> np.ndarray:
         """``y + mean`` exactly, float64."""
         return self.y + np.ldexp(self.mean_q.astype(np.float64), -MEAN_FRAC_BITS)
+
+    def y_hat_into(self, out: np.ndarray) -> None:
+        """``y_hat()`` rounded into ``out`` (float32, like y), a channel at a time (no whole float64 copy)."""
+        for c in range(self.y.shape[0]):
+            out[c] = self.y[c] + np.ldexp(self.mean_q[c].astype(np.float64), -MEAN_FRAC_BITS)
 
     def checksum(self) -> bytes:
         return exact.latent_checksum(self.z, self.y, self.index, self.mean_q)
@@ -118,12 +131,36 @@ class EntropyTables:
                                                    act_bound=H_S_ACT_BOUND)
         self.z_codes = exact.IndexedCategoricals(exact.categorical_counts(z_pmf(model.entropy_z)), -Z_TAIL)
         self.scales, self.thresholds, self.y_codes = y_coding()
+        assert len(self.thresholds) < 256  # scale indices are stored as uint8
 
     def y_params(self, z_sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(scale index int32, mean_q int64)``, each (B, M, h, w), from z symbols (B, N, hz, wz)."""
-        out = self.h_s(z_sym)
-        m = out.shape[1] // 2
-        return exact.table_index(out[:, :m], self.thresholds), out[:, m:]
+        """``(scale index uint8, mean_q int32 or int64)``, each (B, M, h, w), from z symbols (B, N, hz, wz).
+
+        Band by band (see ``H_S_BAND_ELEMENTS``): the same integers as ``h_s`` on all rows at once."""
+        b, _, hz, wz = z_sym.shape
+        per_z_row = b * 16 * wz * self.h_s.layers[-1].cout  # output elements of one z row (4 x 4 y per z)
+        rows = max(H_S_MIN_ROWS, H_S_BAND_ELEMENTS // per_z_row - 2 * H_S_HALO)
+        idx = mean_q = None
+        for top in range(0, hz, rows):
+            bottom = min(top + rows, hz)
+            lo, hi = max(top - H_S_HALO, 0), min(bottom + H_S_HALO, hz)
+            out = self.h_s(z_sym[:, :, lo:hi], channels_last=True)  # (B, y rows, y cols, 2M)
+            f = out.shape[1] // (hi - lo)  # y rows per z row
+            assert out.shape[1] == f * (hi - lo), "h_s must scale rows by a whole factor"
+            if idx is None:
+                m = out.shape[3] // 2
+                shape = (b, m, f * hz, out.shape[2])
+                idx, mean_q = np.empty(shape, np.uint8), np.empty(shape, np.int32)
+            for r in range(f * (top - lo), f * (bottom - lo), 8):  # 8 y rows at a time: small temporaries
+                piece = out[:, r:min(r + 8, f * (bottom - lo))]
+                dest = slice(f * lo + r, f * lo + r + piece.shape[1])
+                idx[:, :, dest] = exact.table_index(piece[..., :m], self.thresholds).transpose(0, 3, 1, 2)
+                means = piece[..., m:]
+                if mean_q.dtype != np.int64 and max(-int(means.min()), int(means.max())) >= 2**31:
+                    mean_q = mean_q.astype(np.int64)  # a mean beyond 2**15: only a crafted z makes one
+                mean_q[:, :, dest] = means.transpose(0, 3, 1, 2)
+            del out
+        return idx, mean_q
 
     def latents(self, z_sym: np.ndarray, y: np.ndarray) -> list[Latent]:
         """The encoder's latents from z symbols (B, N, hz, wz) and the float ``y`` (B, M, h, w)."""
