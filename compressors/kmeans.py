@@ -176,9 +176,9 @@ class _Histogram:
 
 def _nearest(values: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Index of the nearest centre for every row (squared Euclidean distance)."""
-    from compressors.kmeans_kernel import assign  # noqa: PLC0415  (numba on first use)
+    from compressors.kmeans_kernel import assign, planes  # noqa: PLC0415  (numba on first use)
 
-    return assign(values, np.ones(len(values)), centres)[0]
+    return assign(planes(values), np.ones(len(values)), centres)[0]
 
 
 def _kmeans_plus_plus(
@@ -202,10 +202,11 @@ def _kmeans_plus_plus(
 
 def _lloyd(values: np.ndarray, weights: np.ndarray, centres: np.ndarray, iterations: int) -> np.ndarray:
     """Weighted Lloyd iterations; an emptied centre stays where it was."""
-    from compressors.kmeans_kernel import assign  # noqa: PLC0415  (numba on first use)
+    from compressors.kmeans_kernel import assign, planes  # noqa: PLC0415  (numba on first use)
 
+    colour_planes = planes(values)  # once, not per iteration
     for _ in range(iterations):
-        _, mass, sums = assign(values, weights, centres)
+        _, mass, sums = assign(colour_planes, weights, centres)
         moved = np.where(mass[:, None] > 0, sums / np.maximum(mass, 1e-12)[:, None], centres).astype(
             np.float32
         )

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["assign"]
+__all__ = ["assign", "planes"]
 
 
 _BLOCK = 512  # colours per block: the distance, best and index buffers stay in L1
@@ -62,18 +62,23 @@ def _assign(planes, weights, centres, out, mass, sums):  # pragma: no cover (com
                 sums[j, d] += w * planes[d, start + p]
 
 
+def planes(values: np.ndarray) -> np.ndarray:
+    """Colours (U, C) as the contiguous float32 channel planes (C, U) that :func:`assign` reads."""
+    return np.ascontiguousarray(np.asarray(values, dtype=np.float32).T)
+
+
 def assign(
-    values: np.ndarray, weights: np.ndarray, centres: np.ndarray
+    colour_planes: np.ndarray, weights: np.ndarray, centres: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nearest centre of every row of ``values`` (U, C), with the weight and weighted sum per centre.
+    """Nearest centre of every colour of ``colour_planes`` (C, U) (see :func:`planes`), with
+    the weight and weighted sum per centre.
 
     Returns ``(assignment (U,) intp, mass (K,) float64, sums (K, C) float64)``.
     """
     centres = np.ascontiguousarray(centres, dtype=np.float32)
     k, c = centres.shape
-    out = np.empty(len(values), dtype=np.intp)
+    out = np.empty(colour_planes.shape[1], dtype=np.intp)
     mass = np.zeros(k)
     sums = np.zeros((k, c))
-    planes = np.ascontiguousarray(np.asarray(values, dtype=np.float32).T)
-    _assign(planes, np.ascontiguousarray(weights, dtype=np.float64), centres, out, mass, sums)
+    _assign(colour_planes, np.ascontiguousarray(weights, dtype=np.float64), centres, out, mass, sums)
     return out, mass, sums
