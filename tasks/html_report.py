@@ -30,7 +30,7 @@ from PIL import Image
 
 from tasks.formatting import finite, number, params_text, percent
 from tasks.layout import html_report_url
-from tasks.query import METRICS, codec_stats, error_rows, open_reports, worst_images
+from tasks.query import METRICS, SUMMARY_COLUMNS, Reports, codec_stats, error_rows, open_reports, worst_images
 from tasks.storage import Storage, join, read_bytes, write_bytes
 
 THUMB_PX = 256
@@ -61,15 +61,29 @@ def write_html_report(
 
 def gather(dest: str, storage: Storage = Storage(), *, run_ids: Iterable[str] | None = None, worst: int = 6) -> dict:
     """Everything a report shows, read from the reports in one pass (stats, points, worst, errors)."""
-    with open_reports(dest, storage, run_ids=run_ids, materialize=True) as reports:
+    with open_reports(dest, storage, run_ids=run_ids, materialize=True, columns=SUMMARY_COLUMNS) as reports:
         return {
             "stats": codec_stats(reports),
-            "points": _columns(reports.con.execute(
-                "SELECT run_id, codec, params, bpp, psnr, ssim FROM reports WHERE status = 'ok' AND exact IS NOT TRUE"
-            ).fetchnumpy()),
+            "points": plot_points(reports),
             "worst": worst_images(reports, worst) if worst > 0 else [],
             "errors": error_rows(reports, limit=200),
         }
+
+
+def plot_points(reports: Reports) -> dict:
+    """What the plots draw: bpp, PSNR and SSIM of every ok image that is not exact, as float
+    columns, and its run as an index (``run``) into ``runs``, the sorted (codec, params, run_id).
+
+    Numbers only: a string per image (run id, params) cost a 100,000-image run's report ~30 MB
+    of Python objects."""
+    where = "status = 'ok' AND exact IS NOT TRUE"
+    runs = sorted(reports.sql(f"SELECT DISTINCT codec, params, run_id FROM reports WHERE {where}").rows)
+    keys = [chr(31).join(part for part in run if part is not None) for run in runs]
+    points = _columns(reports.con.execute(
+        "SELECT list_position(?::VARCHAR[], concat_ws(chr(31), codec, params, run_id)) - 1 AS run, bpp, psnr, ssim "
+        f"FROM reports WHERE {where}", [keys],
+    ).fetchnumpy())
+    return {**points, "run": points["run"].astype(np.intp), "runs": runs}
 
 
 def render_html(
@@ -270,11 +284,12 @@ def _columns(fetched: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def _sample(points: dict[str, np.ndarray]) -> list[dict]:
-    """At most MAX_DOTS points, evenly spread over the run's rows, as one dict each."""
+def _sample(points: dict) -> list[dict]:
+    """At most MAX_DOTS points, evenly spread over the rows, as one dict each (bpp, psnr, codec)."""
     n = len(points["bpp"])
     rows = range(n) if n <= MAX_DOTS else np.linspace(0, n - 1, MAX_DOTS).round().astype(int)
-    return [{name: col[i] for name, col in points.items()} for i in rows]
+    return [{"bpp": points["bpp"][i], "psnr": points["psnr"][i], "codec": points["runs"][points["run"][i]][0]}
+            for i in rows]
 
 
 def _legend(entries: list[tuple[str, str, str]], x: float, y: float) -> list[str]:
@@ -286,9 +301,9 @@ def _legend(entries: list[tuple[str, str, str]], x: float, y: float) -> list[str
     return out
 
 
-def _rd_plot(points: dict[str, np.ndarray], stats: list[dict]) -> str:
+def _rd_plot(points: dict, stats: list[dict]) -> str:
     """bpp against PSNR: one dot per image (a sample past MAX_DOTS), diamonds for run means."""
-    colors = _colors(list(set(points["codec"])))
+    colors = _colors([codec for codec, _, _ in points["runs"]])
     dots = [p for p in _sample(points) if finite(p["psnr"]) and finite(p["bpp"])]
     means = [s for s in stats if s["mean_bpp"] is not None and s["mean_psnr"] is not None
              and finite(s["mean_psnr"]) and s["codec"] in colors]
@@ -313,10 +328,10 @@ def _rd_plot(points: dict[str, np.ndarray], stats: list[dict]) -> str:
     return _svg(760, 460, parts, "bpp vs PSNR")
 
 
-def _histograms(points: dict[str, np.ndarray]) -> str:
+def _histograms(points: dict) -> str:
     """PSNR and SSIM histograms, one outline per run."""
-    runs = sorted(set(zip(points["codec"], points["params"], points["run_id"])))
-    colors = _colors(list(set(points["codec"])))
+    runs = points["runs"]
+    colors = _colors([codec for codec, _, _ in runs])
     parts, legend = [], []
     for panel, metric in enumerate(("psnr", "ssim")):
         keep = np.isfinite(points[metric])
@@ -325,8 +340,8 @@ def _histograms(points: dict[str, np.ndarray]) -> str:
             continue
         bins = np.linspace(values.min(), values.max() + 1e-9, 30)
         counts = {}
-        for codec, params, run_id in runs:
-            mine = points[metric][keep & (points["run_id"] == run_id)]
+        for run, (codec, params, run_id) in enumerate(runs):
+            mine = points[metric][keep & (points["run"] == run)]
             counts[run_id] = np.histogram(mine, bins=bins)[0]
         top = max(int(c.max()) for c in counts.values()) if counts else 1
         unit = " dB" if metric == "psnr" else ""
