@@ -2,45 +2,17 @@
 
 from __future__ import annotations
 
-import time
-
 from prefect import flow, get_run_logger
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.utilities.annotations import quote
 
 from compressors import get_codec
 from flows.params import CompressRequest
-from flows.runner import dask_runner, map_on_cluster
+from flows.runner import Progress, dask_runner, map_on_cluster
 from tasks import prefect_tasks as t
 from tasks.plan import resolve_codec_params, resolve_helpers
 from tasks.shard import compress_shard_retrying
 from tasks.storage import Storage
-
-
-class _Progress:
-    """The run page's progress bar (a Prefect progress artifact), updated at most every 2 s.
-
-    Created by ``start()`` once the shards are submitted, so that API call overlaps their work.
-    """
-
-    def __init__(self, key: str, total: int) -> None:
-        self.key, self.total, self.last, self.id = key, max(total, 1), time.monotonic(), None
-
-    def start(self) -> None:
-        self.id = create_progress_artifact(progress=0.0, key=self.key, description="shards finished (%)")
-        self.last = time.monotonic()
-
-    def update(self, done: int, force: bool = False) -> None:
-        if self.id is None:
-            self.start()
-        if force or time.monotonic() - self.last >= 2.0:
-            update_progress_artifact(self.id, progress=100.0 * done / self.total)
-            self.last = time.monotonic()
 
 
 @flow(name="compress-collection", task_runner=dask_runner(), log_prints=True)
@@ -62,7 +34,7 @@ def compress_collection(request: CompressRequest) -> dict:
     )
     # Shards go to Dask as plain tasks (their retries are compress_shard_retrying's): a
     # Prefect task run per shard costs ~200 ms; the run page shows a progress bar instead.
-    progress = _Progress(f"compress-{plan.run_id}-progress", len(plan.specs))
+    progress = Progress(f"compress-{plan.run_id}-progress", len(plan.specs))
     summaries = map_on_cluster(compress_shard_retrying, plan.specs, key=f"compress-{plan.run_id}",
                                on_submitted=progress.start, on_done=progress.update)
     progress.update(len(plan.specs), force=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import uuid
 
 from prefect_dask import DaskTaskRunner
@@ -43,6 +44,31 @@ def local_cluster(workers: int | None = None):
     from distributed import LocalCluster  # noqa: PLC0415
 
     return LocalCluster(**local_cluster_kwargs(workers))
+
+
+class Progress:
+    """The run page's progress bar (a Prefect progress artifact), updated at most every 2 s.
+
+    Created by ``start()`` once the shards are submitted, so that API call overlaps their work.
+    """
+
+    def __init__(self, key: str, total: int) -> None:
+        self.key, self.total, self.last, self.id = key, max(total, 1), time.monotonic(), None
+
+    def start(self) -> None:
+        from prefect.artifacts import create_progress_artifact  # noqa: PLC0415
+
+        self.id = create_progress_artifact(progress=0.0, key=self.key, description="shards finished (%)")
+        self.last = time.monotonic()
+
+    def update(self, done: int, force: bool = False) -> None:
+        from prefect.artifacts import update_progress_artifact  # noqa: PLC0415
+
+        if self.id is None:
+            self.start()
+        if force or time.monotonic() - self.last >= 2.0:
+            update_progress_artifact(self.id, progress=100.0 * done / self.total)
+            self.last = time.monotonic()
 
 
 def map_on_cluster(fn, items, *, key: str, on_submitted=None, on_done=None) -> list:

@@ -33,7 +33,6 @@ RETRIES = dict(retries=len(shard.RETRY_DELAYS_S), retry_delay_seconds=list(shard
 
 prepare_run = task(plan.prepare_run, name="prepare_run", **RETRIES)
 compress_shard = task(shard.compress_shard, name="compress_shard", task_run_name="compress {spec.shard_id}", **RETRIES)
-decompress_shard = task(shard.decompress_shard, name="decompress_shard", **RETRIES)
 finish_run = task(plan.finish_run, name="finish_run", **RETRIES)
 
 # The run's summary for people (markdown on the run page, HTML next to the manifest).

@@ -18,8 +18,10 @@ then its marker. Each write is whole-or-nothing (:func:`tasks.storage.write_byte
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +44,7 @@ from tasks.storage import (
     write_bytes,
 )
 
-__all__ = ["DestinationError", "SourceError", "compress_shard", "compress_shard_retrying", "compress_one",
+__all__ = ["DestinationError", "SourceError", "compress_shard", "compress_shard_retrying", "compress_one", "retrying",
            "decompress_context", "decompress_shard"]
 
 # Local read errors that belong to the file itself, not to the storage: they become rows.
@@ -61,16 +63,16 @@ PERMANENT = (ValueError, FileNotFoundError, PermissionError, DestinationError)
 RETRY_DELAYS_S = (2.0, 10.0)
 
 
-def compress_shard_retrying(spec: ShardSpec, delays: tuple[float, ...] = RETRY_DELAYS_S) -> dict:
-    """:func:`compress_shard`, retried after each of ``delays`` when it fails transiently.
+def retrying(job: Callable[[], dict], delays: tuple[float, ...] = RETRY_DELAYS_S) -> dict:
+    """``job()``, retried after each of ``delays`` when it fails transiently.
 
-    This is the callable the compress flow sends to Dask, one plain Dask task per shard:
-    the same retry policy as the Prefect task wrappers, without a Prefect task run per
-    shard (~200 ms each under DaskTaskRunner).
+    What the flows send to Dask, one plain Dask task per shard: the same retry policy as
+    the Prefect task wrappers, without a Prefect task run per shard (~200 ms each under
+    DaskTaskRunner). ``job`` is a picklable zero-argument callable (a ``functools.partial``).
     """
     for delay in (*delays, None):
         try:
-            return compress_shard(spec)
+            return job()
         except PERMANENT:
             raise
         except Exception:
@@ -78,6 +80,11 @@ def compress_shard_retrying(spec: ShardSpec, delays: tuple[float, ...] = RETRY_D
                 raise
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def compress_shard_retrying(spec: ShardSpec, delays: tuple[float, ...] = RETRY_DELAYS_S) -> dict:
+    """:func:`compress_shard` under :func:`retrying` (the compress flow's Dask task)."""
+    return retrying(functools.partial(compress_shard, spec), delays)
 
 
 def compress_shard(spec: ShardSpec) -> dict:

@@ -12,6 +12,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import s3fs
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 
 from compressors import get_codec
 from compressors.imageio import decode_image
@@ -94,10 +101,17 @@ def test_decompress_round_trips_every_artifact_to_png(jpeg_run, dask_address, tm
     request, summary = jpeg_run
     artifacts = os.path.join(request.dest, "artifacts", summary["run_id"])
     out = str(tmp_path / "decoded")
-    result = decompress_collection.with_options(task_runner=dask_runner(dask_address))(
-        DecompressRequest(source=artifacts, dest=out, shard_size=4)
+    state = decompress_collection.with_options(task_runner=dask_runner(dask_address))(
+        DecompressRequest(source=artifacts, dest=out, shard_size=4), return_state=True
     )
+    result = state.result()
     assert result == {"images": len(SAMPLES), "ok": len(SAMPLES), "errors": 0, "error_rows": []}
+    # Shards ran as plain Dask tasks (no Prefect task run each); the run page has a progress bar at 100 %.
+    with get_client(sync_client=True) as client:
+        run_id = state.state_details.flow_run_id
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    assert [(a.type, a.data) for a in arts] == [("progress", 100.0)] and task_runs == []
     png = decode_image(open(os.path.join(out, "photos/astronaut.png"), "rb").read()).image
     jpg = get_codec("jpeg").decode(open(os.path.join(artifacts, "photos/astronaut.png.jpg"), "rb").read())
     np.testing.assert_array_equal(png, jpg)
