@@ -80,7 +80,8 @@ def plot_points(reports: Reports) -> dict:
     runs = sorted(reports.sql(f"SELECT DISTINCT codec, params, run_id FROM reports WHERE {where}").rows)
     keys = [chr(31).join(part for part in run if part is not None) for run in runs]
     points = _columns(reports.con.execute(
-        "SELECT list_position(?::VARCHAR[], concat_ws(chr(31), codec, params, run_id)) - 1 AS run, bpp, psnr, ssim "
+        "SELECT list_position(?::VARCHAR[], concat_ws(chr(31), codec, params, run_id)) - 1 AS run, "
+        "bpp, psnr, ssim "
         f"FROM reports WHERE {where}", [keys],
     ).fetchnumpy())
     return {**points, "run": points["run"].astype(np.intp), "runs": runs}

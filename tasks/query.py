@@ -63,7 +63,7 @@ class Reports:
     """A DuckDB connection with the reports registered as the table ``reports``."""
 
     con: duckdb.DuckDBPyConnection
-    source: ds.Dataset | pa.Table | None  # kept alive as long as the connection scans it (None: a DuckDB table)
+    source: ds.Dataset | pa.Table | None  # kept alive while the connection scans it (None: a DuckDB table)
 
     def sql(self, sql: str, params: Sequence | None = None) -> "Result":
         cur = self.con.execute(sql, params or [])

@@ -275,7 +275,19 @@ def test_a_flow_run_writes_its_html_report_and_a_markdown_summary_artifact(
         [markdown] = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"compress-{run_id}-summary"]))
         )
-    assert markdown.type == "markdown" and str(markdown.flow_run_id) == str(state.state_details.flow_run_id)
+        # the summary table and the progress bar's last update are sent from a thread beside the
+        # report: they still belong to this flow run
+        [table] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"compress-{run_id}"]))
+        )
+        [progress] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"compress-{run_id}-progress"]))
+        )
+    flow_run_id = str(state.state_details.flow_run_id)
+    assert markdown.type == "markdown" and str(markdown.flow_run_id) == flow_run_id
+    assert table.type == "table" and str(table.flow_run_id) == flow_run_id and run_id in str(table.data)
+    assert progress.type == "progress" and str(progress.flow_run_id) == flow_run_id
+    assert float(progress.data) == 100.0
     assert markdown.data == markdown_summary(
         dest, run_id, html_url=os.path.join(dest, "runs", run_id, "report.html")
     )
