@@ -206,6 +206,48 @@ def test_upload_compare_download_in_chromium(web_server, browser, photo, tmp_pat
 
 
 @pytest.mark.browser
+def test_a_post_filter_is_part_of_a_setting_and_its_output_is_what_is_measured(web_server, browser, photo):
+    """Setting B = setting A plus the shipped JPEG post-filter: the page shows the filter, and
+    B's decoded PNG is the filter's output on the artifact's pixels, with the metrics shown."""
+    from compressors import postfilter
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.set_default_timeout(60_000)
+    page.goto(web_server["url"])
+    page.wait_for_function("() => document.querySelector('#status').textContent === 'ready'")
+    filters = page.locator("#setting-A select[name=postfilter] option").all_inner_texts()
+    assert filters[0] == "none" and any(f.startswith("jpeg (restores jpeg output") for f in filters[1:])
+    page.select_option("#setting-A select[name=codec]", "jpeg")
+    page.fill("#setting-A input[name=quality]", "30")
+    page.check("#compare")
+    page.select_option("#setting-B select[name=postfilter]", "jpeg")
+    page.set_input_files("#files", str(photo))
+    _wait_runs(page, 1)
+    assert not page.locator("#message").is_visible(), page.locator("#message").inner_text()
+    assert _metric(page, "A", "postfilter") == "none"
+    assert re.fullmatch(r"jpeg@[0-9a-f]{16} \([0-9.,]+ ms\)", _metric(page, "B", "postfilter"))
+    assert _metric(page, "A", "artifact_bytes") == _metric(page, "B", "artifact_bytes")  # the same artifact
+    _, artifact = _download(page, "#metrics td[data-setting=B] a[data-download=artifact]")
+    _, png = _download(page, "#metrics td[data-setting=B] a[data-download=decoded]")
+    filtered = postfilter.apply(get_codec("jpeg").decode(artifact), "jpeg")
+    assert np.array_equal(decode_image(png).image.reshape(filtered.shape), filtered)
+    reference = decode_image(photo.read_bytes()).image
+    assert abs(_number(_metric(page, "B", "psnr")) - psnr(reference, filtered)) <= 0.005
+    page.close()
+
+
+def test_an_unknown_post_filter_is_refused_with_the_shipped_names(tmp_path, photo):
+    with _served(create_app(temp_root=str(tmp_path))) as client:
+        assert [f["name"] for f in client.get("/api/codecs").json()["postfilters"]] == ["jpeg"]
+        info = client.post("/api/images", content=photo.read_bytes(), headers={"X-Filename": "p.png"}).json()
+        r = client.post(f"/api/images/{info['id']}/compress",
+                        json={"codec": "jpeg", "params": {}, "postfilter": "webp"})
+        assert r.status_code == 400 and r.json() == {"error": "unknown post-filter 'webp' (shipped: jpeg)"}
+        r = client.post(f"/api/images/{info['id']}/compress", json={"codec": "jpeg", "params": {}, "postfilter": 3})
+        assert r.status_code == 400
+
+
+@pytest.mark.browser
 def test_bad_files_get_a_message_on_the_page(web_server, browser, photo, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()

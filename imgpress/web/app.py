@@ -219,6 +219,21 @@ def codec_form() -> list[dict[str, Any]]:
     ]
 
 
+def postfilter_form() -> list[dict[str, Any]]:
+    """The shipped post-filters (run option ``--postfilter``): name, id and what each restores."""
+    import json  # noqa: PLC0415
+
+    from compressors import models  # noqa: PLC0415
+
+    out = []
+    for name, mid in sorted(models.shipped_names("postfilter").items()):
+        meta = json.loads(models.shipped("postfilter")[mid].with_suffix(".json").read_text()).get("postfilter", {})
+        lo, hi = (meta.get("range") or [None, None])[:2]
+        restores = f"{meta.get('for', '?')} output" + (f", {meta.get('parameter')} {lo}-{hi}" if lo is not None else "")
+        out.append({"name": name, "id": mid, "description": f"restores {restores}"})
+    return out
+
+
 def default_codec() -> str:
     """The codec a run uses when none is named (the flow parameters' default)."""
     from flows.params import CompressRequest  # noqa: PLC0415
@@ -282,20 +297,28 @@ def accept_upload(ws: Workspace, name: str, data: bytes) -> dict[str, Any]:
     return upload.info
 
 
-def compress_upload(ws: Workspace, upload: Upload, codec_name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Run the pipeline's round trip on an uploaded image; keep the artifact, decoded PNG and error map."""
+def compress_upload(ws: Workspace, upload: Upload, codec_name: str, params: dict[str, Any],
+                    postfilter: str | None = None) -> dict[str, Any]:
+    """Run the pipeline's round trip on an uploaded image; keep the artifact, decoded PNG and error map.
+
+    ``postfilter``: a shipped post-filter's name; the decoded image, its metrics and error map
+    are then the filtered ones (as ``--postfilter`` makes them in a run's report).
+    """
     try:
         codec = get_codec(codec_name)
         canonical = codec.canonical_params(params)
     except ValueError as exc:
         raise WebError(400, str(exc)) from None
+    if postfilter is not None and postfilter not in {f["name"] for f in postfilter_form()}:
+        known = ", ".join(f["name"] for f in postfilter_form()) or "none"
+        raise WebError(400, f"unknown post-filter {postfilter!r} (shipped: {known})")
     try:
         data = upload.source.read_bytes()
     except FileNotFoundError:
         raise WebError(404, _DROPPED.format(name=upload.name)) from None
     src = decode_image(data, max_pixels=ws.limits.max_pixels)  # accepted once: the same rules again
     try:
-        m = measure(codec, src.image, canonical, source=data)
+        m = measure(codec, src.image, canonical, source=data, postfilter=postfilter)
     except MemoryError:
         raise WebError(507, f"{upload.name}: not enough memory to compress this image with {codec.name}") from None
     except Exception as exc:  # noqa: BLE001  (a codec refusing an image is a message, as in a report row)
@@ -405,6 +428,7 @@ def create_app(limits: Limits = Limits(), *, temp_root: str | None = None) -> Fa
         return {
             "codecs": codec_form(),
             "default_codec": default_codec(),
+            "postfilters": postfilter_form(),
             "limits": {"max_upload_bytes": upload_limit, "max_pixels": limits.max_pixels,
                        "workers": limits.workers, "queue": limits.queue},
             "error_map_full_scale": ERROR_MAP_FULL_SCALE,
@@ -432,13 +456,16 @@ def create_app(limits: Limits = Limits(), *, temp_root: str | None = None) -> Fa
         except ValueError:
             raise WebError(400, "the request body must be JSON: {\"codec\": ..., \"params\": {...}}") from None
         if not isinstance(body, dict) or not isinstance(body.get("codec"), str) \
-                or not isinstance(body.get("params", {}), dict):
-            raise WebError(400, "the request body must be {\"codec\": name, \"params\": {name: value}}")
+                or not isinstance(body.get("params", {}), dict) \
+                or not isinstance(body.get("postfilter") or "", str):
+            raise WebError(400, "the request body must be {\"codec\": name, \"params\": {name: value}, "
+                                "\"postfilter\": name or null}")
         ws: Workspace = app.state.workspace
         upload = ws.upload(image_id)
         params = {k: v for k, v in body.get("params", {}).items() if v is not None and v != ""}
         with gate.admit():
-            return await run_in_threadpool(gate.run, compress_upload, ws, upload, body["codec"], params)
+            return await run_in_threadpool(gate.run, compress_upload, ws, upload, body["codec"], params,
+                                           body.get("postfilter") or None)
 
     @app.get("/api/images/{image_id}/original.png")
     async def original(image_id: str):

@@ -5,6 +5,7 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const SETTINGS = ["A", "B"];
 const state = {
   codecs: [],          // [{name, description, extension, params: [{name, kind, default, min, max, help, choices}]}]
+  postfilters: [],     // [{name, id, description}]: the shipped post-filters (--postfilter)
   limits: {},
   fullScale: 32,
   images: [],          // upload infos, in upload order
@@ -96,11 +97,18 @@ function buildSetting(letter) {
   const select = el("select", { name: "codec", "aria-label": `codec of setting ${letter}`,
                                 onchange: () => buildParams(letter) });
   for (const c of state.codecs) select.append(el("option", { value: c.name, text: c.name }));
+  // The run option --postfilter: a shipped filter restores the decoded image before it is measured.
+  const filter = el("select", { name: "postfilter", "aria-label": `post-filter of setting ${letter}` });
+  filter.append(el("option", { value: "", text: "none" }));
+  for (const f of state.postfilters) {
+    filter.append(el("option", { value: f.name, text: `${f.name} (${f.description})` }));
+  }
   box.replaceChildren(
     el("h2", { text: `Setting ${letter}` }),
     el("label", { class: "codec" }, "codec ", select),
     el("p", { class: "help codec-help" }),
     el("div", { class: "params" }),
+    el("label", { class: "postfilter" }, "post-filter ", filter),
   );
   buildParams(letter);
 }
@@ -272,7 +280,10 @@ function select(id) {
 async function compress(imageIds) {
   let settings;
   try {
-    settings = activeSettings().map((letter) => ({ letter, codec: codecOf(letter).name, params: readParams(letter) }));
+    settings = activeSettings().map((letter) => ({
+      letter, codec: codecOf(letter).name, params: readParams(letter),
+      postfilter: $(`#setting-${letter} select[name=postfilter]`).value || null,
+    }));
   } catch (err) {
     addMessage(err.message);
     return;
@@ -287,7 +298,7 @@ async function compress(imageIds) {
       const result = await api(`api/images/${job.id}/compress`, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ codec: job.codec, params: job.params }),
+        body: JSON.stringify({ codec: job.codec, params: job.params, postfilter: job.postfilter }),
       });
       (state.results[job.id] = state.results[job.id] || {})[job.letter] = result;
     } catch (err) {
@@ -319,6 +330,7 @@ const METRICS = [
   ["codec", "codec", (r) => r.codec],
   ["params", "parameters", (r) => paramsText(r.params)],
   ["decision", "codec chose", (r) => paramsText({ ...(r.decision || {}), route: r.route }) || "–"],
+  ["postfilter", "post-filter", (r) => (r.postfilter ? `${r.postfilter} (${fmtNum(r.postfilter_ms, 1)} ms)` : "none")],
   ["psnr", "PSNR dB", (r) => fmtPsnr(r.psnr)],
   ["ssim", "SSIM", (r) => fmtNum(r.ssim, 4)],
   ["bpp", "bits per pixel", (r) => fmtNum(r.bpp, 3)],
@@ -573,6 +585,7 @@ async function start() {
     $("#setting-B").hidden = !on;
     if (on && !$("#setting-B").dataset.touched) {  // start B as a copy of A: change one thing and compare
       $("#setting-B select[name=codec]").value = codecOf("A").name;
+      $("#setting-B select[name=postfilter]").value = $("#setting-A select[name=postfilter]").value;
       state.remembered[`B:${codecOf("A").name}`] = readParams("A", true);
       buildParams("B");
       $("#setting-B").dataset.touched = "1";
@@ -588,6 +601,7 @@ async function start() {
   try {
     info = await api("api/codecs");
     state.codecs = info.codecs;
+    state.postfilters = info.postfilters || [];
     state.limits = info.limits;
     state.fullScale = info.error_map_full_scale;
   } catch (err) {
