@@ -372,30 +372,71 @@ class IntegerNetwork:
             f_in, real_in = f_out, real_out
         return cls(layers, input_bound=input_bound, input_frac_bits=input_frac_bits, frac_bits=fracs)
 
-    def __call__(self, x: np.ndarray, *, channels_last: bool = False) -> np.ndarray:
+    def _checked(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 4 or not np.issubdtype(x.dtype, np.integer):
             raise ValueError("IntegerNetwork input must be an integer array (B, C, H, W)")
         if x.size and int(np.abs(x.astype(np.int64)).max()) > self.input_bound:
             raise ValueError(f"IntegerNetwork input outside its bound {self.input_bound}")
-        h = x.astype(np.int64).transpose(0, 2, 3, 1)  # channels last inside
-        for layer in self.layers:  # integer arithmetic in place: the same integers, fewer copies
-            h = _conv(h, layer) if layer.kind == "conv" else _deconv(h, layer)
-            h += layer.bias
-            if layer.shift > 0:
-                h += 1 << (layer.shift - 1)
-                h //= 1 << layer.shift  # round half up: floor division
-            else:
-                h *= 1 << -layer.shift
-            if layer.slope is not None:
-                neg = h * layer.slope
-                neg += 1 << (self.SLOPE_BITS - 1)
-                neg //= 1 << self.SLOPE_BITS
-                np.copyto(h, neg, where=h < 0)
-                del neg
-            if layer.clamp is not None:
-                np.clip(h, -layer.clamp, layer.clamp, out=h)
+        return x
+
+    def _layer(self, h: np.ndarray, layer: _Affine, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """One affine layer with its rounding, activation and clamp on channels-last int64 ``h``;
+        ``rows``: (padding, output padding) along the rows instead of the layer's own."""
+        h = _conv(h, layer, rows) if layer.kind == "conv" else _deconv(h, layer, rows)
+        h += layer.bias  # integer arithmetic in place: the same integers, fewer copies
+        if layer.shift > 0:
+            h += 1 << (layer.shift - 1)
+            h //= 1 << layer.shift  # round half up: floor division
+        else:
+            h *= 1 << -layer.shift
+        if layer.slope is not None:
+            neg = h * layer.slope
+            neg += 1 << (self.SLOPE_BITS - 1)
+            neg //= 1 << self.SLOPE_BITS
+            np.copyto(h, neg, where=h < 0)
+            del neg
+        if layer.clamp is not None:
+            np.clip(h, -layer.clamp, layer.clamp, out=h)
+        return h
+
+    def __call__(self, x: np.ndarray, *, channels_last: bool = False) -> np.ndarray:
+        h = self._checked(x).astype(np.int64).transpose(0, 2, 3, 1)  # channels last inside
+        for layer in self.layers:
+            h = self._layer(h, layer)
         return h if channels_last else np.ascontiguousarray(h.transpose(0, 3, 1, 2))
+
+    def geometries(self) -> list:
+        """Each layer's :class:`compressors.rowstream.Geometry` (the same along rows and columns)."""
+        from compressors.rowstream import Geometry  # noqa: PLC0415
+
+        return [Geometry(lay.k, lay.stride, lay.padding, lay.output_padding, lay.kind == "deconv")
+                for lay in self.layers]
+
+    def out_size(self, n: int) -> int:
+        """Output rows (or columns) for ``n`` input rows (columns)."""
+        for g in self.geometries():
+            n = g.out_size(n)
+        return n
+
+    def bands(self, x: np.ndarray, rows: int, *, band_elements: int = 1 << 16):
+        """The output of ``self(x, channels_last=True)`` in bands of ``rows`` rows, as
+        ``(first row, int64 (B, rows, W', C'))``: layer by layer over bands of rows
+        (:mod:`compressors.rowstream`; each layer holds about ``band_elements`` values of its
+        output, at least 2 rows), so no activation exists for the whole input. The same
+        integers as :meth:`__call__`."""
+        from compressors.rowstream import Layer, Rows  # noqa: PLC0415
+
+        x = self._checked(x)
+        height, width = x.shape[2], x.shape[3]
+        src = Rows(x, axis=2, prepare=lambda v: v.astype(np.int64).transpose(0, 2, 3, 1), out_axis=1)
+        for layer, g in zip(self.layers, self.geometries()):
+            height, width = g.out_size(height), g.out_size(width)
+            band = max(2, band_elements // max(1, x.shape[0] * width * layer.cout))
+            src = Layer(src, g, lambda v, pad, out_pad, layer=layer: self._layer(v, layer, (pad, out_pad)),
+                        height, band, axis=1)
+        for r0 in range(0, height, rows):
+            yield r0, src.rows(r0, min(r0 + rows, height))
 
 
 def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -405,43 +446,47 @@ def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a @ b).astype(np.int64)
 
 
-_CHUNK = 1 << 20  # float64 elements of one im2col / scatter block (8 MB): memory stays flat for big inputs
+_CHUNK = 1 << 17  # float64 elements of one im2col / scatter block (1 MB): memory stays flat for big inputs
 
 
-def _conv(x: np.ndarray, layer: _Affine) -> np.ndarray:
-    """Convolution of channels-last int64 ``x`` (B, H, W, C) -> int64 (B, Ho, Wo, Cout)."""
+def _conv(x: np.ndarray, layer: _Affine, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """Convolution of channels-last int64 ``x`` (B, H, W, C) -> int64 (B, Ho, Wo, Cout);
+    ``rows``: (padding, unused) along the rows instead of the layer's own."""
     b, h, w, c = x.shape
-    k, s, p = layer.k, layer.stride, layer.padding
-    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    k, s, pw = layer.k, layer.stride, layer.padding
+    ph = pw if rows is None else rows[0]
+    ho, wo = (h + 2 * ph - k) // s + 1, (w + 2 * pw - k) // s + 1
     out = np.empty((b, ho, wo, layer.cout), dtype=np.int64)
-    rows = max(1, _CHUNK // max(1, b * wo * c * k * k))
-    for r0 in range(0, ho, rows):
-        r1 = min(ho, r0 + rows)
-        # this band's rows of the zero-padded input, padded here (not a padded copy of all of x)
-        top, bottom = r0 * s - p, (r1 - 1) * s + k - p
-        band = np.zeros((b, bottom - top, w + 2 * p, c), dtype=np.float64)
-        band[:, max(0, -top):bottom - top - max(0, bottom - h), p:p + w] = x[:, max(0, top):min(h, bottom)]
+    chunk = max(1, _CHUNK // max(1, b * wo * c * k * k))
+    for r0 in range(0, ho, chunk):
+        r1 = min(ho, r0 + chunk)
+        # this block's rows of the zero-padded input, padded here (not a padded copy of all of x)
+        top, bottom = r0 * s - ph, (r1 - 1) * s + k - ph
+        band = np.zeros((b, bottom - top, w + 2 * pw, c), dtype=np.float64)
+        band[:, max(0, -top):bottom - top - max(0, bottom - h), pw:pw + w] = x[:, max(0, top):min(h, bottom)]
         win = np.lib.stride_tricks.sliding_window_view(band, (k, k), axis=(1, 2))[:, ::s, ::s][:, :, :wo]
         cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k * k * c)  # (B*rows*Wo, k*k*C)
         out[:, r0:r1] = _exact_matmul(cols, layer.weight).reshape(b, r1 - r0, wo, layer.cout)
     return out
 
 
-def _deconv(x: np.ndarray, layer: _Affine) -> np.ndarray:
-    """Transposed convolution as a scatter: every input pixel adds its (k, k, Cout) patch."""
+def _deconv(x: np.ndarray, layer: _Affine, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """Transposed convolution as a scatter: every input pixel adds its (k, k, Cout) patch;
+    ``rows``: (padding, output padding) along the rows instead of the layer's own."""
     b, h, w, c = x.shape
-    k, s, p, op = layer.k, layer.stride, layer.padding, layer.output_padding
-    ho, wo = (h - 1) * s - 2 * p + k + op, (w - 1) * s - 2 * p + k + op
-    full = np.zeros((b, max((h - 1) * s + k, p + ho), max((w - 1) * s + k, p + wo), layer.cout), dtype=np.int64)
-    rows = max(1, _CHUNK // max(1, b * w * k * k * layer.cout))
-    for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
+    k, s, pw, opw = layer.k, layer.stride, layer.padding, layer.output_padding
+    ph, oph = (pw, opw) if rows is None else rows
+    ho, wo = (h - 1) * s - 2 * ph + k + oph, (w - 1) * s - 2 * pw + k + opw
+    full = np.zeros((b, max((h - 1) * s + k, ph + ho), max((w - 1) * s + k, pw + wo), layer.cout), dtype=np.int64)
+    chunk = max(1, _CHUNK // max(1, b * w * k * k * layer.cout))
+    for r0 in range(0, h, chunk):
+        r1 = min(h, r0 + chunk)
         cols = _exact_matmul(x[:, r0:r1].reshape(-1, c).astype(np.float64), layer.weight)
         cols = cols.reshape(b, r1 - r0, w, k, k, layer.cout)
         for i in range(k):
             for j in range(k):
                 full[:, r0 * s + i:(r1 - 1) * s + i + 1:s, j:j + s * w:s] += cols[:, :, :, i, j]
-    return full[:, p:p + ho, p:p + wo]
+    return full[:, ph:ph + ho, pw:pw + wo]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -225,8 +225,7 @@ def _encode_v1(model_id: str, image: np.ndarray, quality: int) -> tuple[bytes, n
     with torch.inference_mode():
         _, inv_gain = lm.model.gains(torch.tensor([quality - 1]))
         y_hat = torch.from_numpy((y_sym + means[0]).astype(np.float32))[None] * inv_gain
-        pix = lm.model.g_s(y_hat.contiguous(memory_format=torch.channels_last)).clamp_(0, 1)
-        pix = pix.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()[0, :h, :w]
+        pix = codec.synthesize(lm.model.g_s, y_hat, h, w)[0]  # the decoder's synthesis (tests/test_autoencoder.py)
     return v1, pix
 
 

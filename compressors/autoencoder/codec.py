@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..hardware import one_thread
+from ..rowstream import Geometry, Layer, Rows
 from . import container
 from .entropy import Y_RANGE, Latent, z_symbols
 from .model import Z_TAIL
@@ -151,76 +153,124 @@ def decode_latent(data: bytes) -> tuple[container.Header, Latent]:
 
 
 SCALE = 16  # pixels per latent element along each axis (four stride-2 transposed convolutions)
-TILE = 64  # latent elements per tile side: 1024 x 1024 pixels
-HALO = 3  # latent elements of context around a tile (g_s's reach is under 2: exact pixels)
+STRIP = 64  # latent columns per strip of the synthesis: 1024 pixels
+BAND_BYTES = 1 << 19  # float bytes of a band of one layer (its output rows and the input rows they read)
 
 
-def synthesize(g_s, y: torch.Tensor, h: int, w: int, tile: int = TILE, halo: int = HALO) -> np.ndarray:
-    """``g_s(y)`` as uint8 pixels (N, h, w, 3), tile by tile.
+def _layers(g_s) -> list[tuple[object, list]]:
+    """``g_s`` as (convolution, the per-pixel modules after it) pairs (IGDN acts on each pixel alone)."""
+    from torch import nn  # noqa: PLC0415
 
-    A latent larger than one tile is synthesised in tiles of ``tile`` elements, each with
-    ``halo`` elements of context on every side; each output pixel depends only on latent
-    elements within 2 of its own, so the tiles' pixels are the whole image's (up to float
-    summation order). The float feature maps (96 channels at half resolution: ~90 bytes per
-    pixel) then exist for one tile at a time, so decoding a huge artifact holds a bounded
-    amount beyond the image and its latent, and the pixels go straight into the output.
+    layers: list[tuple[object, list]] = []
+    for m in g_s:
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            layers.append((m, []))
+        elif layers and not any(isinstance(c, (nn.Conv2d, nn.ConvTranspose2d)) for c in m.modules()):
+            layers[-1][1].append(m)
+        else:
+            raise ValueError(f"synthesize: cannot stream {type(m).__name__} in g_s")
+    return layers
+
+
+def _band_of(conv, post):
+    """The layer run on a band of input rows, padded along the rows to give exactly the wanted rows."""
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    def run(x: torch.Tensor, pad: int, out_pad: int) -> torch.Tensor:
+        if isinstance(conv, torch.nn.ConvTranspose2d):
+            x = F.conv_transpose2d(x, conv.weight, conv.bias, conv.stride, (pad, conv.padding[1]),
+                                   (out_pad, conv.output_padding[1]))
+        else:
+            x = F.conv2d(x, conv.weight, conv.bias, conv.stride, (pad, conv.padding[1]))
+        for m in post:
+            x = m(x)
+        return x
+    return run
+
+
+def _even(rows: int) -> int:
+    """A band of at least 2 rows, even: bands then start on even rows, so every band of a
+    stride-2 layer has the same padding and shapes."""
+    return max(2, rows - rows % 2)
+
+
+def synthesize(g_s, y: torch.Tensor, h: int, w: int, *, out: np.ndarray | None = None, strip: int = STRIP,
+               band_bytes: int = BAND_BYTES) -> np.ndarray:
+    """``g_s(y)`` as uint8 pixels (N, h, w, C) (C = 3, or ``out``'s channels: the first C of g_s's).
+
+    Layer by layer over bands of rows (:mod:`compressors.rowstream`): each layer of ``g_s``
+    holds a few of its output rows (about ``band_bytes``), computed from exactly the rows of
+    the layer before that they read, and the last layer's rows go straight into ``out``. The
+    columns go in strips of ``strip`` latent elements (1024 pixels), each with the latent
+    columns its pixels read (1 left, 2 right), so the feature maps held are bounded however
+    large the image: a few MB, not ~90 bytes a pixel. Each value is a sum of the same terms
+    as in ``g_s`` on the whole latent; oneDNN may group a sum differently for another band
+    shape, which moved 1 sample by 1 level in a 80 x 130 image (none in the 1024- and
+    2048-pixel artifacts measured: tests/test_autoencoder.py, README). Rows and columns of
+    padding (beyond ``h``, ``w``) are not synthesised. One torch thread: on a busy 2-core
+    machine two threads made a 1024-px decode 61 s instead of 6 s (each small band's
+    operations wait for the other thread); one thread is as fast as the whole-image ``g_s``.
     """
+    with one_thread():  # thousands of small bands: a second intra-op thread only adds barriers
+        return _synthesize(g_s, y, h, w, out, strip, band_bytes)
+
+
+def _synthesize(g_s, y: torch.Tensor, h: int, w: int, out: np.ndarray | None, strip: int,
+                band_bytes: int) -> np.ndarray:
     n, _, yh, yw = y.shape
-    out = np.empty((n, h, w, 3), np.uint8)
-    for i0 in range(0, yh, tile):
-        for j0 in range(0, yw, tile):
-            i1, j1 = min(i0 + tile, yh), min(j0 + tile, yw)
-            rows, cols = min(i1 * SCALE, h) - i0 * SCALE, min(j1 * SCALE, w) - j0 * SCALE
-            if rows <= 0 or cols <= 0:  # a tile of padding only
+    out = np.empty((n, h, w, 3), np.uint8) if out is None else out
+    layers = _layers(g_s)
+    rows_g = [Geometry.of(conv, 0) for conv, _ in layers]
+    cols_g = [Geometry.of(conv, 1) for conv, _ in layers]
+    if not all(g.transposed for g in cols_g):
+        raise ValueError("synthesize: g_s must be transposed convolutions and per-pixel modules")
+    channels = out.shape[3]
+    for k in range(n):
+        for j0 in range(0, yw, strip):
+            c0, c1 = j0 * SCALE, min((j0 + strip) * SCALE, w)
+            if c1 <= c0:  # a strip of padding only
                 continue
-            a0, b0 = max(i0 - halo, 0), max(j0 - halo, 0)
-            a1, b1 = min(i1 + halo, yh), min(j1 + halo, yw)
-            x = g_s(y[:, :, a0:a1, b0:b1].contiguous(memory_format=torch.channels_last)).float()
-            r0, c0 = (i0 - a0) * SCALE, (j0 - b0) * SCALE
-            x = x[:, :, r0:r0 + rows, c0:c0 + cols]
-            out[:, i0 * SCALE:i0 * SCALE + rows, j0 * SCALE:j0 * SCALE + cols] = (
-                x.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+            a, b = c0, c1  # the latent columns these pixels read, back through the layers
+            for g in reversed(cols_g):
+                a, b = g.needs(a, b)
+            a, b = max(a, 0), min(b, yw)
+            src = Rows(y[k:k + 1, :, :, a:b], prepare=lambda v: v.contiguous(memory_format=torch.channels_last))
+            height, width, origin = yh, b - a, a  # origin: the global column of local column 0
+            for (conv, post), rg, cg in zip(layers, rows_g, cols_g):
+                height, width, origin = rg.out_size(height), cg.out_size(width), origin * cg.s
+                # a band's bytes: its output rows and the input rows they read (a stride-s layer)
+                per_row = 4 * width * max(conv.out_channels, conv.in_channels // (rg.s * cg.s))
+                src = Layer(src, rg, _band_of(conv, post), height, _even(band_bytes // per_row))
+            for r0 in range(0, h, src.band_rows):  # the last layer's bands, as they come
+                r1 = min(r0 + src.band_rows, h)
+                x = src.rows(r0, r1)[:, :channels, :, c0 - origin:c1 - origin].float().clamp(0, 1)
+                out[k, r0:r1, c0:c1] = x.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()[0]
     return out
 
 
 def decode_batch(datas: Sequence[bytes], *, autocast: torch.dtype | None = None) -> list[np.ndarray]:
-    """Decode artifacts; those sharing model and shape go through ``g_s`` together.
+    """Decode artifacts; each is synthesised into its own output array.
 
     ``autocast``: run ``g_s`` under CPU autocast to this dtype (pixels may differ slightly).
     """
     parsed = [container.unpack(bytes(d)) for d in datas]
     out: list[np.ndarray | None] = [None] * len(parsed)
-    groups: dict[tuple, list[int]] = {}
-    for i, (hd, _) in enumerate(parsed):
-        groups.setdefault((hd.model_id, hd.height, hd.width), []).append(i)
-    for (mid, h, w), members in groups.items():
-        lm = get_model(mid)
-        y_hats = None  # float32 (B, M, h, w), filled one artifact at a time (its latent freed after)
-        for k, i in enumerate(members):
-            header, payload = parsed[i]
-            _model_for(header)
-            if header.version >= 2:
-                latent = _read_latent(lm, header, payload)
-                if y_hats is None:
-                    y_hats = np.empty((len(members), *latent.y.shape), np.float32)
-                latent.y_hat_into(y_hats[k])
-                del latent
-            else:
-                y_hat = lm.legacy_tables.decode_y_hat(payload, _z_shape(lm, header))
-                if y_hats is None:
-                    y_hats = np.empty((len(members), *y_hat.shape), np.float32)
-                y_hats[k] = y_hat
-                del y_hat
-        q = torch.tensor([parsed[i][0].quality - 1 for i in members])
+    for i, (header, payload) in enumerate(parsed):
+        lm = _model_for(header)
+        if header.version >= 2:
+            latent = _read_latent(lm, header, payload)
+            y_hat = latent.y_hat_in_place()  # float32 in the symbols' own memory
+            del latent
+        else:
+            y_hat = lm.legacy_tables.decode_y_hat(payload, _z_shape(lm, header)).astype(np.float32)
+        image = np.empty((header.height, header.width, header.channels), np.uint8)
         with torch.inference_mode():
-            _, inv_gain = lm.model.gains(q)
-            y_hat = torch.from_numpy(y_hats).mul_(inv_gain)
-            del y_hats
+            _, inv_gain = lm.model.gains(torch.tensor([header.quality - 1]))
+            y = torch.from_numpy(y_hat[None]).mul_(inv_gain)
+            del y_hat
             with _precision(autocast):
-                pix = synthesize(lm.model.g_s, y_hat, h, w)
-        for k, i in enumerate(members):
-            img = pix[k]
-            out[i] = np.ascontiguousarray(img[..., :1] if parsed[i][0].channels == 1 else img)
+                synthesize(lm.model.g_s, y, header.height, header.width, out=image[None])
+        out[i] = image
     return out  # type: ignore[return-value]
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from .. import exact
 from .model import SCALE_LEVELS, SCALE_MAX, SCALE_MIN, Z_TAIL, FactorizedDensity, MeanScaleHyperprior, scale_table
@@ -42,14 +43,11 @@ from .model import SCALE_LEVELS, SCALE_MAX, SCALE_MIN, Z_TAIL, FactorizedDensity
 Y_RANGE = 2047  # y residual symbols are clamped to [-Y_RANGE, Y_RANGE]
 MEAN_FRAC_BITS = 16  # h_s outputs (scales and means) in units of 2**-16
 H_S_ACT_BOUND = 4096.0  # |hidden activation| clamp of the integer h_s (real inputs stay below ~50)
-# The integer h_s runs on bands of z rows with H_S_HALO rows of context on each side (its reach
-# is under 2 z rows; integers, so the bands give exactly the whole latent's values): its int64
-# activations exist for one band at a time, not the whole image (issue 12.4). A band's output
-# holds at most H_S_BAND_ELEMENTS int64 values (32 MB; an image up to ~2048 px wide is one band),
-# or H_S_MIN_ROWS z rows for very wide images (the context then costs at most 1.5x h_s's time).
-H_S_HALO = 2
-H_S_BAND_ELEMENTS = 1 << 22
-H_S_MIN_ROWS = 8
+# The integer h_s runs layer by layer over bands of rows (compressors.rowstream; integers, so
+# exactly the whole latent's values): each layer holds about H_S_BAND_ELEMENTS int64 values of
+# its output (at least 2 rows), and the output is taken H_S_ROWS y rows at a time (issue 12.4).
+H_S_BAND_ELEMENTS = 1 << 16
+H_S_ROWS = 8
 
 
 @dataclass
@@ -69,6 +67,16 @@ class Latent:
         """``y_hat()`` rounded into ``out`` (float32, like y), a channel at a time (no whole float64 copy)."""
         for c in range(self.y.shape[0]):
             out[c] = self.y[c] + np.ldexp(self.mean_q[c].astype(np.float64), -MEAN_FRAC_BITS)
+
+    def y_hat_in_place(self) -> np.ndarray:
+        """``y_hat()`` rounded to float32 in ``y``'s own memory (its int32 symbols are gone after):
+        a decoder's last use of the latent needs no second array (issue 12.4)."""
+        y = np.ascontiguousarray(self.y, dtype=np.int32)
+        out = y.view(np.float32)
+        for c in range(y.shape[0]):  # a channel's float64 values are made before its symbols are overwritten
+            out[c] = y[c] + np.ldexp(self.mean_q[c].astype(np.float64), -MEAN_FRAC_BITS)
+        self.y = None
+        return out
 
     def checksum(self) -> bytes:
         return exact.latent_checksum(self.z, self.y, self.index, self.mean_q)
@@ -136,30 +144,20 @@ class EntropyTables:
     def y_params(self, z_sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(scale index uint8, mean_q int32 or int64)``, each (B, M, h, w), from z symbols (B, N, hz, wz).
 
-        Band by band (see ``H_S_BAND_ELEMENTS``): the same integers as ``h_s`` on all rows at once."""
+        ``h_s`` runs layer by layer over bands of rows (:meth:`exact.IntegerNetwork.bands`,
+        ``H_S_BAND_ELEMENTS``): the same integers as on all rows at once, no whole activation held."""
         b, _, hz, wz = z_sym.shape
-        per_z_row = b * 16 * wz * self.h_s.layers[-1].cout  # output elements of one z row (4 x 4 y per z)
-        rows = max(H_S_MIN_ROWS, H_S_BAND_ELEMENTS // per_z_row - 2 * H_S_HALO)
-        idx = mean_q = None
-        for top in range(0, hz, rows):
-            bottom = min(top + rows, hz)
-            lo, hi = max(top - H_S_HALO, 0), min(bottom + H_S_HALO, hz)
-            out = self.h_s(z_sym[:, :, lo:hi], channels_last=True)  # (B, y rows, y cols, 2M)
-            f = out.shape[1] // (hi - lo)  # y rows per z row
-            assert out.shape[1] == f * (hi - lo), "h_s must scale rows by a whole factor"
-            if idx is None:
-                m = out.shape[3] // 2
-                shape = (b, m, f * hz, out.shape[2])
-                idx, mean_q = np.empty(shape, np.uint8), np.empty(shape, np.int32)
-            for r in range(f * (top - lo), f * (bottom - lo), 8):  # 8 y rows at a time: small temporaries
-                piece = out[:, r:min(r + 8, f * (bottom - lo))]
-                dest = slice(f * lo + r, f * lo + r + piece.shape[1])
+        m = self.h_s.layers[-1].cout // 2
+        shape = (b, m, self.h_s.out_size(hz), self.h_s.out_size(wz))
+        idx, mean_q = np.empty(shape, np.uint8), np.empty(shape, np.int32)
+        with threadpool_limits(limits=1, user_api="blas"):  # a band's products are small: threads only wait
+            for r0, piece in self.h_s.bands(z_sym, H_S_ROWS, band_elements=H_S_BAND_ELEMENTS):  # (B, rows, w, 2M)
+                dest = slice(r0, r0 + piece.shape[1])
                 idx[:, :, dest] = exact.table_index(piece[..., :m], self.thresholds).transpose(0, 3, 1, 2)
                 means = piece[..., m:]
                 if mean_q.dtype != np.int64 and max(-int(means.min()), int(means.max())) >= 2**31:
                     mean_q = mean_q.astype(np.int64)  # a mean beyond 2**15: only a crafted z makes one
                 mean_q[:, :, dest] = means.transpose(0, 3, 1, 2)
-            del out
         return idx, mean_q
 
     def latents(self, z_sym: np.ndarray, y: np.ndarray) -> list[Latent]:
