@@ -69,7 +69,8 @@ def assert_nothing_lost(dest: str, expected_sources: list[str], *, storage: Stor
     manifest = read_manifest(dest, rid, storage)
     assert manifest is not None and manifest["status"] == "completed", manifest
     shards = set(finished_shards(dest, rid, storage))
-    assert {r["shard"] for r in rows} == shards
+    reported = {r["shard"] for r in rows}
+    assert reported == shards, f"shards with rows but no marker: {sorted(reported - shards)}; markers without rows: {sorted(shards - reported)}"
     artifacts = list_files(artifacts_url(dest, rid), storage, extensions=None)
     ok_artifacts = {r["artifact"] for r in rows if r["status"] == "ok"}
     for rel, _ in artifacts:  # nothing under a final name that the report does not account for
