@@ -226,12 +226,15 @@ def postfilter_form() -> list[dict[str, Any]]:
     from compressors import models  # noqa: PLC0415
 
     out = []
-    for name, mid in sorted(models.shipped_names("postfilter").items()):
-        meta = json.loads(models.shipped("postfilter")[mid].with_suffix(".json").read_text()).get("postfilter", {})
-        lo, hi = (meta.get("range") or [None, None])[:2]
-        restores = f"{meta.get('for', '?')} output" + (f", {meta.get('parameter')} {lo}-{hi}" if lo is not None else "")
-        out.append({"name": name, "id": mid, "description": f"restores {restores}"})
-    return out
+    for mid, path in models.shipped("postfilter").items():
+        meta = json.loads(path.with_suffix(".json").read_text())
+        if not meta.get("name"):
+            continue
+        spec = meta.get("postfilter", {})
+        lo, hi = (spec.get("range") or [None, None])[:2]
+        restores = f"{spec.get('for', '?')} output" + (f", {spec.get('parameter')} {lo}-{hi}" if lo is not None else "")
+        out.append({"name": str(meta["name"]), "id": mid, "description": f"restores {restores}"})
+    return sorted(out, key=lambda f: f["name"])
 
 
 def default_codec() -> str:
@@ -309,9 +312,10 @@ def compress_upload(ws: Workspace, upload: Upload, codec_name: str, params: dict
         canonical = codec.canonical_params(params)
     except ValueError as exc:
         raise WebError(400, str(exc)) from None
-    if postfilter is not None and postfilter not in {f["name"] for f in postfilter_form()}:
-        known = ", ".join(f["name"] for f in postfilter_form()) or "none"
-        raise WebError(400, f"unknown post-filter {postfilter!r} (shipped: {known})")
+    if postfilter is not None:
+        known = [f["name"] for f in postfilter_form()]
+        if postfilter not in known:
+            raise WebError(400, f"unknown post-filter {postfilter!r} (shipped: {', '.join(known) or 'none'})")
     try:
         data = upload.source.read_bytes()
     except FileNotFoundError:
