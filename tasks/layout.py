@@ -95,6 +95,11 @@ def marker_url(dest: str, run_id: str, shard_id: str) -> str:
     return join(dest, RUNS, run_id, "shards", shard_id + MARKER_SUFFIX)
 
 
+def merge_lock_url(dest: str, run_id: str) -> str:
+    """Held while an attempt merges the run's shards (two attempts at once merge one at a time)."""
+    return join(dest, RUNS, run_id, "merge.lock")
+
+
 def html_report_url(dest: str, run_id: str) -> str:
     return join(dest, RUNS, run_id, "report.html")
 

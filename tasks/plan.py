@@ -19,16 +19,23 @@ from importlib import metadata
 
 from tasks import layout
 from tasks.layout import finished_shards, manifest_url, marker_url
-from tasks.report import ensure_schema_file, read_report, write_report
+from tasks.report import ensure_schema_file, read_report, report_writer, write_report
 from tasks.storage import (
     DestinationError,
     Storage,
+    age_s,
+    exclusive,
     exists,
     list_files,
     read_bytes,
     remove_stale_partials,
     write_bytes,
+    writer_gone,
 )
+
+# A shard writes its marker right after its report: a report without a marker that is younger
+# than this, from a writer not known to be dead, may be another attempt's shard finishing now.
+IN_FLIGHT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -244,8 +251,12 @@ def finish_run(plan: RunPlan, summaries: list[dict], storage: Storage = Storage(
         "exact": int(totals.get("exact", 0)),
         "bytes_saved": int(totals.get("bytes_saved", 0)),
     }
-    try:
-        summary["shards_merged_away"] = len(drop_overlapping_shards(plan.manifest["dest"], plan.run_id, storage))
+    dest = plan.manifest["dest"]
+    try:  # attempts running beside this one merge one at a time, each on what the last one left
+        with exclusive(layout.merge_lock_url(dest, plan.run_id), storage):
+            summary["shards_merged_away"] = len(drop_overlapping_shards(dest, plan.run_id, storage))
+            reports = layout.report_shards(dest, plan.run_id, storage)
+            _drop_unfinished_reports(reports, set(finished_shards(dest, plan.run_id, storage)), storage)
     except Exception:  # noqa: BLE001  (storage trouble here must not fail a run whose images are all done;
         summary["shards_merged_away"] = None  # the next run of this configuration merges again)
     manifest = {**plan.manifest, "status": "completed", "finished": now(), "result": summary}
@@ -328,14 +339,30 @@ def _finished_work(dest: str, run_id: str, reports: set[str], storage: Storage) 
 
 
 def _drop_unfinished_reports(reports: dict[str, str], keep: set[str], storage: Storage) -> None:
-    """Remove the reports of shards that are neither finished nor planned now.
+    """Remove the reports of shards that are neither finished nor in ``keep`` (planned now).
 
     Such a report (no marker) is from an attempt that died with another cut of the files
     into shards; its images are in this attempt's shards, so left there it would show them
     twice to readers of the folder. A planned shard's report is left alone: this attempt
-    overwrites it, and it may be a run beside this one that is writing it right now.
+    overwrites it. So is one that may be in flight (:func:`_in_flight`): an attempt running
+    beside this one with another shard size, whose marker is on its way; the merge at the
+    end of the last attempt sees it finished (and merges it) or removes it.
     """
     for shard, url in reports.items():
-        if shard not in keep:
-            fs, path = storage.fs(url)
+        if shard in keep or _in_flight(url, storage):
+            continue
+        fs, path = storage.fs(url)
+        with contextlib.suppress(FileNotFoundError):  # another attempt removed it first
             fs.rm(path)
+
+
+def _in_flight(report: str, storage: Storage) -> bool:
+    """Whether a report without a marker may still get one: young, and its writer not known dead."""
+    try:
+        if age_s(report, storage) > IN_FLIGHT_S:
+            return False
+        return not writer_gone(report_writer(report, storage))
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):  # unreadable while young: perhaps being written; left for later
+        return True

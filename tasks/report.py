@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.layout import finished_reports, schema_url
-from tasks.storage import Storage, read_bytes, write_bytes
+from tasks.storage import Storage, read_bytes, write_bytes, writer_id
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,19 @@ def to_parquet(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+WRITER_KEY = b"imgpress.writer"  # storage.writer_id() of the process that wrote a report
+
+
 def write_report(url: str, rows: Iterable[dict], storage: Storage = Storage()) -> None:
-    write_bytes(url, to_parquet(rows_to_table(rows)), storage)
+    table = rows_to_table(rows)
+    table = table.replace_schema_metadata({**table.schema.metadata, WRITER_KEY: writer_id().encode()})
+    write_bytes(url, to_parquet(table), storage)
+
+
+def report_writer(url: str, storage: Storage = Storage()) -> str | None:
+    """The ``storage.writer_id()`` a report file names (``None``: written before it was recorded)."""
+    writer = (pq.read_schema(io.BytesIO(read_bytes(url, storage))).metadata or {}).get(WRITER_KEY)
+    return writer.decode() if writer else None
 
 
 def schema_version_of(schema: pa.Schema) -> int:

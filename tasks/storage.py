@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import posixpath
 import re
@@ -216,6 +217,94 @@ def remove_stale_partials(url: str, storage: Storage = Storage(), *, max_age_s: 
             except OSError:
                 continue  # renamed or removed meanwhile: not ours to worry about
     return removed
+
+
+def writer_id() -> str:
+    """This process as a writer: ``<host>-<pid>`` (host: a hash of the hostname)."""
+    return f"{_HOST}-{os.getpid()}"
+
+
+def writer_gone(writer: str | None) -> bool:
+    """Whether the process that ``writer_id()`` named is known to be dead: it ran on this
+    host and is gone. Another host's writer (or none recorded) is never known to be gone."""
+    host, _, pid = (writer or "").partition("-")
+    return host == _HOST and pid.isdigit() and not pid_alive(int(pid))
+
+
+def age_s(url: str, storage: Storage = Storage()) -> float:
+    """Seconds since ``url`` was last written (its store's clock for object stores)."""
+    fs, path = storage.fs(url)
+    if is_local(fs):
+        return time.time() - os.stat(path).st_mtime
+    info = fs.info(path)
+    modified = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+    if hasattr(modified, "timestamp"):
+        modified = modified.timestamp()
+    return time.time() - float(modified)
+
+
+LOCK_STALE_S = 600  # a lock this old is stale whoever holds it (another host, a hung process)
+
+
+@contextlib.contextmanager
+def exclusive(url: str, storage: Storage = Storage(), *, wait_s: float = 300.0, stale_s: float = LOCK_STALE_S):
+    """Hold the lock object ``url`` for the block: one holder at a time across processes and hosts.
+
+    Taken by creating ``url`` only if it does not exist (``O_EXCL`` locally; a conditional
+    PUT, ``If-None-Match: *``, on S3). A lock whose holder died on this host, or that is
+    older than ``stale_s``, is taken over. Waits up to ``wait_s``, then raises
+    :class:`TimeoutError`. For short critical sections (merging a run's shards), not for
+    long work: nothing renews it.
+    """
+    fs, path = storage.fs(url)
+    token = f"{writer_id()}-{uuid.uuid4().hex}"
+    body = json.dumps({"holder": token, "time": time.time()}).encode()
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            _create_exclusive(fs, path, body)
+            break
+        except FileExistsError:
+            if _stale_lock(url, storage, stale_s):
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm(path)
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} is held by another process (waited {wait_s:.0f} s)") from None
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError, OSError, ValueError):
+            if json.loads(fs.cat_file(path))["holder"] == token:  # not taken over meanwhile
+                fs.rm(path)
+
+
+def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, body: bytes) -> None:
+    if is_local(fs):
+        os.makedirs(posixpath.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, body)
+        finally:
+            os.close(fd)
+    else:
+        with fs.open(path, "xb") as fh:  # s3fs: a PUT with If-None-Match: * (FileExistsError if taken)
+            fh.write(body)
+
+
+def _stale_lock(url: str, storage: Storage, stale_s: float) -> bool:
+    fs, path = storage.fs(url)
+    try:
+        holder = json.loads(fs.cat_file(path))["holder"]
+    except FileNotFoundError:
+        return False  # released meanwhile: try again
+    except (OSError, ValueError, KeyError, TypeError):
+        holder = None  # being written (a local create is not atomic with its content), or garbage
+    try:
+        return writer_gone(holder.rsplit("-", 1)[0] if holder else None) or age_s(url, storage) > stale_s
+    except FileNotFoundError:
+        return False
 
 
 def pid_alive(pid: int) -> bool:

@@ -12,14 +12,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pyarrow.parquet as pq
+import pytest
 
 from reliability import assert_nothing_lost, local_partials, make_collection
 from tasks import layout, plan, shard, storage
-from tasks.report import read_reports
+from tasks.report import read_reports, write_report
 
 PARAMS = {"quality": 70}
 
@@ -62,6 +65,89 @@ def test_shards_cut_two_ways_at_once_still_give_each_image_one_row(tmp_path):
     # and the folder itself, as pandas or DuckDB read it: every image once
     table = pq.read_table(layout.reports_url(dest))
     assert sorted(table.column("source").to_pylist()) == rels
+
+
+def test_two_attempts_merging_at_the_same_moment_still_give_each_image_one_row(tmp_path, monkeypatch):
+    """One attempt merges while the other is finishing its last shards and then merges too: the
+    merges take turns (the run's merge lock), so neither acts on a view the other is changing."""
+    read_marker = plan.read_marker
+
+    def slow_read_marker(*args, **kwargs):  # widen the window between a merge's reads and its writes
+        time.sleep(0.01)
+        return read_marker(*args, **kwargs)
+
+    monkeypatch.setattr(plan, "read_marker", slow_read_marker)
+    for attempt in range(3):
+        source, dest = str(tmp_path / f"in{attempt}"), str(tmp_path / f"out{attempt}")
+        rels = make_collection(source, 24, size=32, seed=attempt)
+        a = plan.prepare_run(source, dest, "jpeg", PARAMS, shard_size=3)
+        b = plan.prepare_run(source, dest, "jpeg", PARAMS, shard_size=5)
+        done_a = [shard.compress_shard(s) for s in a.specs]
+        done_b = [shard.compress_shard(s) for s in b.specs[:2]]
+        start = threading.Barrier(2)
+
+        def finish_a(start=start):
+            start.wait()
+            return plan.finish_run(a, done_a)
+
+        def finish_b(start=start, done_b=done_b):
+            start.wait()
+            done_b += [shard.compress_shard(s) for s in b.specs[2:]]
+            return plan.finish_run(b, done_b)
+
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(finish_a), pool.submit(finish_b)]
+            merged = [f.result()["shards_merged_away"] for f in futures]
+        assert None not in merged
+        assert_nothing_lost(dest, rels)
+        assert sorted(pq.read_table(layout.reports_url(dest)).column("source").to_pylist()) == sorted(rels)
+        assert not os.path.exists(layout.merge_lock_url(dest, a.run_id))  # released
+
+
+def test_a_report_whose_marker_may_still_come_is_kept_and_a_dead_writers_is_removed(tmp_path, monkeypatch):
+    """Another attempt (another shard size) is between a shard's report and its marker: keep it."""
+    source, dest = str(tmp_path / "in"), str(tmp_path / "out")
+    rels = make_collection(source, 10)
+    a = plan.prepare_run(source, dest, "jpeg", PARAMS, shard_size=3)
+    live, dead, old = a.specs[:3]
+    codec = shard.get_codec("jpeg")
+
+    def report_only(spec):
+        rows = [shard.compress_one(spec, codec, PARAMS, rel, size) for rel, size in spec.files]
+        write_report(layout.report_url(dest, a.run_id, spec.shard_id), rows)
+        return shard.summarize_rows(rows)
+
+    live_summary = report_only(live)  # written by this (live) process just now
+    monkeypatch.setattr("tasks.report.writer_id", lambda: f"{storage._HOST}-{_dead_pid()}")
+    report_only(dead)  # its writer was killed before the marker
+    monkeypatch.undo()
+    report_only(old)  # a live writer, but minutes ago: its marker is not coming
+    old_url = layout.report_url(dest, a.run_id, old.shard_id)
+    os.utime(old_url, (time.time() - 2 * plan.IN_FLIGHT_S,) * 2)
+
+    b = plan.prepare_run(source, dest, "jpeg", PARAMS, shard_size=4)
+    assert set(layout.report_shards(dest, a.run_id)) == {live.shard_id}
+    plan.write_marker(live, live_summary)  # the marker arrives after all
+    plan.finish_run(b, [shard.compress_shard(s) for s in b.specs])
+    assert_nothing_lost(dest, rels)
+    assert sorted(pq.read_table(layout.reports_url(dest)).column("source").to_pylist()) == rels
+
+
+def test_the_lock_is_held_by_one_at_a_time_and_a_dead_holders_is_taken_over(tmp_path, s3_endpoint, s3_bucket):
+    for url, where in ((str(tmp_path / "run" / "merge.lock"), storage.Storage()),
+                       (f"{s3_bucket}/run/merge.lock", storage.Storage(endpoint_url=s3_endpoint))):
+        with storage.exclusive(url, where):
+            with pytest.raises(TimeoutError, match="held by another"):
+                with storage.exclusive(url, where, wait_s=0.3):
+                    pass
+        with storage.exclusive(url, where, wait_s=0.3):  # released
+            fs, path = where.fs(url)
+            assert fs.exists(path)
+        assert not where.fs(url)[0].exists(where.fs(url)[1])
+        fs, path = where.fs(url)
+        fs.pipe_file(path, json.dumps({"holder": f"{storage._HOST}-{_dead_pid()}-x", "time": 0}).encode())
+        with storage.exclusive(url, where, wait_s=0.3):  # its holder is gone
+            assert json.loads(fs.cat_file(path))["holder"].startswith(storage.writer_id())
 
 
 def test_two_cli_runs_of_one_configuration_and_a_decompress_at_once(prefect_server, dask_address, tmp_path):
