@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import re
@@ -254,7 +255,9 @@ def exclusive(url: str, storage: Storage = Storage(), *, wait_s: float = 300.0, 
     PUT, ``If-None-Match: *``, on S3). A lock whose holder died on this host, or that is
     older than ``stale_s``, is taken over. Waits up to ``wait_s``, then raises
     :class:`TimeoutError`. For short critical sections (merging a run's shards), not for
-    long work: nothing renews it.
+    long work: nothing renews it. A store that refuses the conditional create itself (one
+    without conditional writes) runs the block without the lock, with a warning: what
+    callers did before they took it.
     """
     fs, path = storage.fs(url)
     token = f"{writer_id()}-{uuid.uuid4().hex}"
@@ -263,21 +266,28 @@ def exclusive(url: str, storage: Storage = Storage(), *, wait_s: float = 300.0, 
     while True:
         try:
             _create_exclusive(fs, path, body)
-            break
-        except FileExistsError:
+        except FileExistsError:  # someone holds it
             if _stale_lock(url, storage, stale_s):
                 with contextlib.suppress(FileNotFoundError):
                     fs.rm(path)
-                continue
-            if time.monotonic() > deadline:
+            elif time.monotonic() > deadline:
                 raise TimeoutError(f"{url} is held by another process (waited {wait_s:.0f} s)") from None
-            time.sleep(0.05)
+            else:
+                time.sleep(0.05)
+            continue
+        except (NotImplementedError, ValueError, OSError) as exc:
+            logging.getLogger(__name__).warning("cannot take the lock %s (%s): going on without it", url, exc)
+            held = False
+        else:
+            held = True
+        break
     try:
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError, OSError, ValueError):
-            if json.loads(fs.cat_file(path))["holder"] == token:  # not taken over meanwhile
-                fs.rm(path)
+        if held:
+            with contextlib.suppress(FileNotFoundError, OSError, ValueError):
+                if json.loads(fs.cat_file(path))["holder"] == token:  # not taken over meanwhile
+                    fs.rm(path)
 
 
 def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, body: bytes) -> None:
