@@ -5,7 +5,7 @@ For each codec: encode a W x H image, then in a fresh process decode a small art
 ``(peak growth - image bytes) / pixels`` in bytes per pixel. The target (issue 12.4) is
 at most 8 bytes per claimed pixel beyond the image.
 
-    python bench/decode_memory.py --size 2048 [--codecs jpeg webp ...]
+    python bench/decode_memory.py --size 2048 [--width 16384] [--codecs jpeg webp ...]
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def artifacts(codec: str, size: int, folder: Path) -> tuple[Path, Path]:
-    """A ``size`` x ``size`` artifact and a 64 x 64 one (to warm the libraries up), as files."""
+def artifacts(codec: str, size: int, folder: Path, width: int | None = None) -> tuple[Path, Path]:
+    """A ``size`` x ``width`` (default ``size``) artifact and a 64 x 64 one (to warm the
+    libraries up), as files."""
     import numpy as np
 
     from compressors import get_codec
 
     c = get_codec(codec)
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:size, 0:size]
+    yy, xx = np.mgrid[0:size, 0:width or size]
     image = np.dstack([(xx // 3) % 256, (yy // 5) % 256, ((xx + yy) // 7) % 256]).astype(np.int16)
     image = np.clip(image + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
     params = {"quality": min(75, c.params["quality"].hi)} if "quality" in c.params else {}
@@ -57,7 +58,8 @@ def measure(codec: str, big: Path, small: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--size", type=int, default=2048, help="height (and width unless --width)")
+    ap.add_argument("--width", type=int, default=None, help="a wide (or tall) image: its width")
     ap.add_argument("--codecs", nargs="*")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="imgpress-decode-memory-"))
     for codec in a.codecs or sorted(CODECS):
         try:
-            big, small = artifacts(codec, a.size, folder)
+            big, small = artifacts(codec, a.size, folder, a.width)
         except ValueError as exc:  # a codec of one fixed shape (digits: 28x28 gray) takes no big image
             print(f"{codec}: skipped: {exc}")
             continue

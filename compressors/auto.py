@@ -33,10 +33,13 @@ def candidate_list(value: str) -> str:
     if not names:
         raise ValueError("auto: candidates is empty (give codec names, e.g. jpeg,webp,avif)")
     for name in names:
-        codec = get_codec(name)
-        if codec.name == "auto" or "target_psnr" not in codec.params or "target_ssim" not in codec.params:
+        if not _can_be_candidate(get_codec(name)):
             raise ValueError(f"auto: {name!r} cannot be a candidate (it takes no quality target)")
     return ",".join(names)
+
+
+def _can_be_candidate(codec: Codec) -> bool:
+    return codec.name != "auto" and "target_psnr" in codec.params and "target_ssim" in codec.params
 
 
 def encode(image: np.ndarray, *, candidates: str, target_psnr: float | None, target_ssim: float | None) -> Encoded:
@@ -57,9 +60,11 @@ def encode(image: np.ndarray, *, candidates: str, target_psnr: float | None, tar
 
 
 def decode(data: bytes) -> np.ndarray:
-    """Any candidate's artifact, recognised by its signature."""
+    """Any candidate's artifact, recognised by its signature. Only codecs that can be candidates
+    are asked: a kmeans palette PNG also starts like a ``png`` artifact, and kmeans's decoder
+    gives back its gray images as one channel (and streams its palette)."""
     for codec in CODECS.values():
-        if codec.name != "auto" and codec.recognizes(data):
+        if _can_be_candidate(codec) and codec.recognizes(data):
             return codec.decode(data)
     raise ValueError("not an artifact of any codec auto chooses from (unknown signature)")
 

@@ -419,24 +419,28 @@ class IntegerNetwork:
             n = g.out_size(n)
         return n
 
-    def bands(self, x: np.ndarray, rows: int, *, band_elements: int = 1 << 16):
-        """The output of ``self(x, channels_last=True)`` in bands of ``rows`` rows, as
-        ``(first row, int64 (B, rows, W', C'))``: layer by layer over bands of rows
-        (:mod:`compressors.rowstream`; each layer holds about ``band_elements`` values of its
-        output, at least 2 rows), so no activation exists for the whole input. The same
-        integers as :meth:`__call__`."""
-        from compressors.rowstream import Layer, Rows  # noqa: PLC0415
+    def bands(self, x: np.ndarray, rows: int, *, band_elements: int = 1 << 16, strip: int | None = None):
+        """The output of ``self(x, channels_last=True)`` in blocks of ``rows`` rows and (with
+        ``strip``) ``strip`` columns, as ``(first row, first column, int64 (B, rows, cols, C'))``:
+        layer by layer over bands of rows (:mod:`compressors.rowstream`; each layer holds about
+        ``band_elements`` values of its output, at least 2 rows of its strip), so no activation
+        exists for the whole input, however wide. The same integers as :meth:`__call__`."""
+        from compressors.rowstream import Layer, Rows, column_strips  # noqa: PLC0415
 
         x = self._checked(x)
-        height, width = x.shape[2], x.shape[3]
-        src = Rows(x, axis=2, prepare=lambda v: v.astype(np.int64).transpose(0, 2, 3, 1), out_axis=1)
-        for layer, g in zip(self.layers, self.geometries()):
-            height, width = g.out_size(height), g.out_size(width)
-            band = max(2, band_elements // max(1, x.shape[0] * width * layer.cout))
-            src = Layer(src, g, lambda v, pad, out_pad, layer=layer: self._layer(v, layer, (pad, out_pad)),
-                        height, band, axis=1)
-        for r0 in range(0, height, rows):
-            yield r0, src.rows(r0, min(r0 + rows, height))
+        geometries = self.geometries()
+        width_out = self.out_size(x.shape[3])
+        for st in column_strips(geometries, x.shape[3], width_out, strip or width_out):
+            src = Rows(x[..., st.a:st.b], axis=2, prepare=lambda v: v.astype(np.int64).transpose(0, 2, 3, 1),
+                       out_axis=1)
+            height, width = x.shape[2], st.b - st.a
+            for layer, g in zip(self.layers, geometries):
+                height, width = g.out_size(height), g.out_size(width)
+                band = max(2, band_elements // max(1, x.shape[0] * width * layer.cout))
+                src = Layer(src, g, lambda v, pad, out_pad, layer=layer: self._layer(v, layer, (pad, out_pad)),
+                            height, band, axis=1)
+            for r0 in range(0, height, rows):
+                yield r0, st.c0, src.rows(r0, min(r0 + rows, height))[:, :, st.c0 - st.origin:st.c1 - st.origin]
 
 
 def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -49,7 +49,7 @@ _HEAD = struct.Struct("<4sBB8sIIB")
 _CHAN = struct.Struct("<HffB")
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": 1 << 20}]  # 1 MiB window: bounded memory both ways
 _ROWS = 64  # rows reconstructed at a time: float temporaries stay a small band, not the image
-_CHUNK = 1 << 18  # bytes of component integers converted to floats at a time
+_CHUNK = 1 << 20  # bytes of components converted to floats at a time (a strip of their columns)
 _PIECE = 1 << 16  # compressed bytes handed to the decompressor at a time
 
 
@@ -142,15 +142,17 @@ def decode(data: bytes) -> np.ndarray:
             dtype = np.dtype("<i2" if width == 2 else "<i4")
             ftype = np.result_type(dtype, np.float32)  # float32 for 16-bit integers, float64 for 32-bit
             mean = payload.array(np.uint8, (w,)).astype(np.float32)
-            comp, step = np.empty((k, w), ftype), max(1, _CHUNK // (width * w))
-            for i in range(0, k, step):  # a few components' integers at a time, never all of them twice
-                ints = payload.array(dtype, (min(step, k - i), w))
-                np.multiply(ints, ftype.type(v_step), out=comp[i : i + step])
-            scores = payload.array(dtype, (k, h))  # integers; a band of rows becomes floats at a time
-            for r0 in range(0, h, _ROWS):
-                band = (scores[:, r0 : r0 + _ROWS] * ftype.type(s_step)).T
-                out[r0 : r0 + _ROWS, :, ch] = np.clip(np.rint(band @ comp + mean), 0, 255).astype(np.uint8)
-            del comp, scores
+            # Components and scores stay integers (2 or 4 bytes, half their floats); a strip of
+            # columns of the components becomes floats at a time, then every band of rows of it.
+            comp, scores = payload.array(dtype, (k, w)), payload.array(dtype, (k, h))
+            cols = max(1, _CHUNK // (ftype.itemsize * max(k, 1)))
+            for c0 in range(0, w, cols):
+                strip = comp[:, c0 : c0 + cols] * ftype.type(v_step)
+                for r0 in range(0, h, _ROWS):
+                    band = (scores[:, r0 : r0 + _ROWS] * ftype.type(s_step)).T
+                    out[r0 : r0 + _ROWS, c0 : c0 + cols, ch] = np.clip(
+                        np.rint(band @ strip + mean[c0 : c0 + cols]), 0, 255).astype(np.uint8)
+            del comp, scores, strip
     payload.finish()
     return out
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,39 @@ class Geometry:
         out_pad = (o1 - o0) - ((i1 - i0 - 1) * self.s - 2 * pad + self.k)
         assert 0 <= pad < self.k and -1 <= out_pad < self.s, (self, o0, o1)
         return pad, out_pad
+
+
+@dataclass(frozen=True)
+class Strip:
+    """Output columns ``[c0, c1)`` of a chain, computed from its input columns ``[a, b)``
+    alone; column 0 of that local output is global output column ``origin``."""
+
+    c0: int
+    c1: int
+    a: int
+    b: int
+    origin: int
+
+
+def column_strips(geometries: Sequence[Geometry], width_in: int, width_out: int, strip: int) -> Iterator[Strip]:
+    """The chain's output columns ``[0, width_out)`` in strips of ``strip``, each with the input
+    columns it reads (back through every layer; clipped to the input) so that running the
+    chain, with the layers' own column padding, on those input columns alone gives the
+    strip's columns exactly (the columns the strip's edges spoil are not among them). A
+    chain with a strided (not transposed) convolution, whose local and global columns need
+    not line up, is one strip."""
+    if any(g.s != 1 and not g.transposed for g in geometries):
+        strip = width_out
+    for c0 in range(0, width_out, max(1, strip)):
+        c1 = min(c0 + strip, width_out)
+        a, b = c0, c1
+        for g in reversed(geometries):
+            a, b = g.needs(a, b)
+        a, b = max(a, 0), min(b, width_in)
+        origin = a
+        for g in geometries:  # local column 0 of a layer's output: s times its input's
+            origin *= g.s if g.transposed else 1
+        yield Strip(c0, c1, a, b, origin)
 
 
 class Source(Protocol):

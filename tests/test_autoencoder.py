@@ -219,20 +219,22 @@ def test_streaming_synthesis_gives_the_whole_latents_pixels(n, rows, cols, h, w,
 
 
 def test_the_integer_h_s_in_bands_gives_the_whole_latents_tables_and_means(monkeypatch):
-    """Issue 12.4: the decoder runs the integer h_s layer by layer over bands of rows, so its int64
-    activations never exist for the whole image; integers, so exactly the same values."""
+    """Issue 12.4: the decoder runs the integer h_s layer by layer over bands of rows and strips of
+    columns, so its int64 activations never exist for the whole image, however wide; integers,
+    so exactly the same values."""
     from compressors import exact
     from compressors.autoencoder import entropy
 
     lm = store.get_model(store.default_model_id())
     tables, rng = lm.tables, np.random.default_rng(5)
     for spread in (4, entropy.Z_TAIL):  # typical symbols, and the extremes (clamped activations)
-        z = rng.integers(-spread, spread + 1, (1, lm.model.N, 11, 5), dtype=np.int32)
-        whole = tables.h_s(z)  # (1, 2M, 44, 20): the network on all rows at once
+        z = rng.integers(-spread, spread + 1, (1, lm.model.N, 11, 9), dtype=np.int32)
+        whole = tables.h_s(z)  # (1, 2M, 44, 36): the network on all rows at once
         m = whole.shape[1] // 2
-        for elements, rows in ((1, 1), (16 * 5 * 256 * 3, 3), (1 << 22, 64)):  # 2-row bands .. one band
-            monkeypatch.setattr(entropy, "H_S_BAND_ELEMENTS", elements)
+        for elements, rows, strip in ((1, 1, 1), (16 * 5 * 256 * 3, 3, 7), (1 << 22, 64, 10), (1 << 22, 64, 64)):
+            monkeypatch.setattr(entropy, "H_S_BAND_ELEMENTS", elements)  # 2-row bands .. one band
             monkeypatch.setattr(entropy, "H_S_ROWS", rows)
+            monkeypatch.setattr(entropy, "H_S_STRIP", strip)  # 1-column strips .. one strip
             idx, mean_q = tables.y_params(z)
             np.testing.assert_array_equal(idx, exact.table_index(whole[:, :m], tables.thresholds))
             np.testing.assert_array_equal(mean_q, whole[:, m:])

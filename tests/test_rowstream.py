@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from compressors.rowstream import Geometry, Layer, Rows
+from compressors.rowstream import Geometry, Layer, Rows, column_strips
 
 CHAINS = {
     "g_s-like": [nn.ConvTranspose2d(3, 4, 5, stride=2, padding=2, output_padding=1), nn.ReLU(),
@@ -69,6 +69,26 @@ def test_a_chain_streamed_over_bands_of_rows_equals_the_chain_on_all_rows(chain,
             streamed = _streamed(net, x, band, step)
         assert streamed.shape == whole.shape
         torch.testing.assert_close(streamed, whole, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("chain", sorted(CHAINS))
+@pytest.mark.parametrize("strip", [1, 2, 5, 64])
+def test_column_strips_of_a_chain_put_together_equal_the_chain_on_all_columns(chain, strip):
+    """Each strip run alone on the input columns it reads, with the layers' own column padding,
+    cropped at its origin: together, the whole output (a chain with a strided convolution
+    is one strip)."""
+    net = _integer_valued(CHAINS[chain])
+    geometries = [Geometry.of(m, 1) for m in net if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    for cols in (1, 3, 9, 16):
+        x = torch.randint(-4, 5, (1, 3, 6, cols)).double()
+        with torch.no_grad():
+            whole = net(x)
+            strips = list(column_strips(geometries, cols, whole.shape[3], strip))
+            parts = [net(x[..., s.a:s.b])[..., s.c0 - s.origin:s.c1 - s.origin] for s in strips]
+        assert [s.c0 for s in strips] == [0] + [s.c1 for s in strips[:-1]] and strips[-1].c1 == whole.shape[3]
+        torch.testing.assert_close(torch.cat(parts, dim=3), whole, rtol=0, atol=0)
+        if chain != "other strides":
+            assert len(strips) == -(-whole.shape[3] // strip)
 
 
 def test_geometry_follows_pytorchs_output_sizes_and_reads_only_the_rows_it_needs():

@@ -143,6 +143,17 @@ def test_auto_keeps_the_smallest_artifact_that_meets_the_target(photo):
     assert get_codec(chosen).decode(encoded.data).shape == photo.shape  # a standard file of that codec
 
 
+def test_auto_decodes_each_candidates_artifact_as_that_candidate_does(photo):
+    """A kmeans palette PNG also starts like a png artifact: auto decodes it as kmeans does
+    (a gray image stays one channel)."""
+    gray = np.ascontiguousarray(photo[..., :1])
+    for image in (photo, gray):
+        for name in ("jpeg", "webp", "kmeans"):
+            data = get_codec(name).compress(image, target_psnr=30.0).data
+            decoded, own = get_codec("auto").decode(data), get_codec(name).decode(data)
+            assert decoded.shape == own.shape and np.array_equal(decoded, own), name
+
+
 def test_auto_with_no_candidate_reaching_the_target_keeps_the_closest(photo):
     encoded = get_codec("auto").compress(photo, target_psnr=70.0, candidates="jpeg,kmeans")
     assert encoded.decision["target_met"] is False and encoded.decision["codec"] in ("jpeg", "kmeans")

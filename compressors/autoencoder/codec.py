@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..hardware import one_thread
-from ..rowstream import Geometry, Layer, Rows
+from ..rowstream import Geometry, Layer, Rows, column_strips
 from . import container
 from .entropy import Y_RANGE, Latent, z_symbols
 from .model import Z_TAIL
@@ -226,25 +226,18 @@ def _synthesize(g_s, y: torch.Tensor, h: int, w: int, out: np.ndarray | None, st
         raise ValueError("synthesize: g_s must be transposed convolutions and per-pixel modules")
     channels = out.shape[3]
     for k in range(n):
-        for j0 in range(0, yw, strip):
-            c0, c1 = j0 * SCALE, min((j0 + strip) * SCALE, w)
-            if c1 <= c0:  # a strip of padding only
-                continue
-            a, b = c0, c1  # the latent columns these pixels read, back through the layers
-            for g in reversed(cols_g):
-                a, b = g.needs(a, b)
-            a, b = max(a, 0), min(b, yw)
-            src = Rows(y[k:k + 1, :, :, a:b], prepare=lambda v: v.contiguous(memory_format=torch.channels_last))
-            height, width, origin = yh, b - a, a  # origin: the global column of local column 0
+        for st in column_strips(cols_g, yw, w, strip * SCALE):  # rows and columns of padding: never made
+            src = Rows(y[k:k + 1, :, :, st.a:st.b], prepare=lambda v: v.contiguous(memory_format=torch.channels_last))
+            height, width = yh, st.b - st.a
             for (conv, post), rg, cg in zip(layers, rows_g, cols_g):
-                height, width, origin = rg.out_size(height), cg.out_size(width), origin * cg.s
+                height, width = rg.out_size(height), cg.out_size(width)
                 # a band's bytes: its output rows and the input rows they read (a stride-s layer)
                 per_row = 4 * width * max(conv.out_channels, conv.in_channels // (rg.s * cg.s))
                 src = Layer(src, rg, _band_of(conv, post), height, _even(band_bytes // per_row))
             for r0 in range(0, h, src.band_rows):  # the last layer's bands, as they come
                 r1 = min(r0 + src.band_rows, h)
-                x = src.rows(r0, r1)[:, :channels, :, c0 - origin:c1 - origin].float().clamp(0, 1)
-                out[k, r0:r1, c0:c1] = x.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()[0]
+                x = src.rows(r0, r1)[:, :channels, :, st.c0 - st.origin:st.c1 - st.origin].float().clamp(0, 1)
+                out[k, r0:r1, st.c0:st.c1] = x.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()[0]
     return out
 
 

@@ -45,9 +45,11 @@ MEAN_FRAC_BITS = 16  # h_s outputs (scales and means) in units of 2**-16
 H_S_ACT_BOUND = 4096.0  # |hidden activation| clamp of the integer h_s (real inputs stay below ~50)
 # The integer h_s runs layer by layer over bands of rows (compressors.rowstream; integers, so
 # exactly the whole latent's values): each layer holds about H_S_BAND_ELEMENTS int64 values of
-# its output (at least 2 rows), and the output is taken H_S_ROWS y rows at a time (issue 12.4).
+# its output (at least 2 rows of its strip), and the output is taken H_S_ROWS y rows and
+# H_S_STRIP y columns at a time (issue 12.4).
 H_S_BAND_ELEMENTS = 1 << 16
 H_S_ROWS = 8
+H_S_STRIP = 32  # y columns (512 pixels) at a time: a wide image's bands stay a few MB
 
 
 @dataclass
@@ -151,13 +153,14 @@ class EntropyTables:
         shape = (b, m, self.h_s.out_size(hz), self.h_s.out_size(wz))
         idx, mean_q = np.empty(shape, np.uint8), np.empty(shape, np.int32)
         with threadpool_limits(limits=1, user_api="blas"):  # a band's products are small: threads only wait
-            for r0, piece in self.h_s.bands(z_sym, H_S_ROWS, band_elements=H_S_BAND_ELEMENTS):  # (B, rows, w, 2M)
-                dest = slice(r0, r0 + piece.shape[1])
-                idx[:, :, dest] = exact.table_index(piece[..., :m], self.thresholds).transpose(0, 3, 1, 2)
+            for r0, c0, piece in self.h_s.bands(z_sym, H_S_ROWS, band_elements=H_S_BAND_ELEMENTS,
+                                                strip=H_S_STRIP):  # (B, rows, cols, 2M)
+                dest = (slice(r0, r0 + piece.shape[1]), slice(c0, c0 + piece.shape[2]))
+                idx[:, :, dest[0], dest[1]] = exact.table_index(piece[..., :m], self.thresholds).transpose(0, 3, 1, 2)
                 means = piece[..., m:]
                 if mean_q.dtype != np.int64 and max(-int(means.min()), int(means.max())) >= 2**31:
                     mean_q = mean_q.astype(np.int64)  # a mean beyond 2**15: only a crafted z makes one
-                mean_q[:, :, dest] = means.transpose(0, 3, 1, 2)
+                mean_q[:, :, dest[0], dest[1]] = means.transpose(0, 3, 1, 2)
         return idx, mean_q
 
     def latents(self, z_sym: np.ndarray, y: np.ndarray) -> list[Latent]:
