@@ -267,6 +267,9 @@ def exclusive(url: str, storage: Storage = Storage(), *, wait_s: float = 300.0, 
         try:
             _create_exclusive(fs, path, body)
         except FileExistsError:  # someone holds it
+            if _holder(fs, path) == token:  # this call's own PUT, retried by the client after it landed
+                held = True
+                break
             if _stale_lock(url, storage, stale_s):
                 with contextlib.suppress(FileNotFoundError):
                     fs.rm(path)
@@ -278,16 +281,26 @@ def exclusive(url: str, storage: Storage = Storage(), *, wait_s: float = 300.0, 
         except (NotImplementedError, ValueError, OSError) as exc:
             logging.getLogger(__name__).warning("cannot take the lock %s (%s): going on without it", url, exc)
             held = False
+            if _holder(fs, path) == token:  # the create landed after all: do not leave it held
+                with contextlib.suppress(OSError):
+                    fs.rm(path)
         else:
             held = True
         break
     try:
         yield
     finally:
-        if held:
-            with contextlib.suppress(FileNotFoundError, OSError, ValueError):
-                if json.loads(fs.cat_file(path))["holder"] == token:  # not taken over meanwhile
-                    fs.rm(path)
+        if held and _holder(fs, path) == token:  # not taken over meanwhile
+            with contextlib.suppress(OSError):
+                fs.rm(path)
+
+
+def _holder(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+    """The token a lock object holds (None: absent, unreadable or being written)."""
+    try:
+        return json.loads(fs.cat_file(path))["holder"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, body: bytes) -> None:
@@ -305,16 +318,11 @@ def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, body: bytes) -> 
 
 def _stale_lock(url: str, storage: Storage, stale_s: float) -> bool:
     fs, path = storage.fs(url)
-    try:
-        holder = json.loads(fs.cat_file(path))["holder"]
-    except FileNotFoundError:
-        return False  # released meanwhile: try again
-    except (OSError, ValueError, KeyError, TypeError):
-        holder = None  # being written (a local create is not atomic with its content), or garbage
+    holder = _holder(fs, path)  # None: being written (a local create is not atomic with its content), or garbage
     try:
         return writer_gone(holder.rsplit("-", 1)[0] if holder else None) or age_s(url, storage) > stale_s
     except FileNotFoundError:
-        return False
+        return False  # released meanwhile: try again
 
 
 def pid_alive(pid: int) -> bool:
