@@ -254,9 +254,7 @@ def finish_run(plan: RunPlan, summaries: list[dict], storage: Storage = Storage(
     dest = plan.manifest["dest"]
     try:  # attempts running beside this one merge one at a time, each on what the last one left
         with exclusive(layout.merge_lock_url(dest, plan.run_id), storage):
-            summary["shards_merged_away"] = len(drop_overlapping_shards(dest, plan.run_id, storage))
-            reports = layout.report_shards(dest, plan.run_id, storage)
-            _drop_unfinished_reports(reports, set(finished_shards(dest, plan.run_id, storage)), storage)
+            summary["shards_merged_away"] = len(merge_shards(dest, plan.run_id, storage))
     except Exception:  # noqa: BLE001  (storage trouble here must not fail a run whose images are all done;
         summary["shards_merged_away"] = None  # the next run of this configuration merges again)
     manifest = {**plan.manifest, "status": "completed", "finished": now(), "result": summary}
@@ -264,8 +262,9 @@ def finish_run(plan: RunPlan, summaries: list[dict], storage: Storage = Storage(
     return summary
 
 
-def drop_overlapping_shards(dest: str, run_id: str, storage: Storage = Storage()) -> list[str]:
-    """Make every image of a run count once: remove finished shards whose files other shards cover.
+def merge_shards(dest: str, run_id: str, storage: Storage = Storage()) -> list[str]:
+    """Make every image of a run count once: remove finished shards whose files other shards
+    cover, and the unmarked reports no attempt will finish (:func:`_drop_unfinished_reports`).
 
     Two attempts of one run at the same time (a scheduled run and a manual one) may cut
     the files into shards differently (another ``--shard-size``), and then both finish
@@ -277,7 +276,8 @@ def drop_overlapping_shards(dest: str, run_id: str, storage: Storage = Storage()
     """
     files: dict[str, set[str]] = {}
     reports = layout.report_shards(dest, run_id, storage)
-    for shard in sorted(finished_shards(dest, run_id, storage)):
+    finished = set(finished_shards(dest, run_id, storage))
+    for shard in sorted(finished):
         if shard not in reports:
             continue  # no report: readers do not count it, and the next run redoes it
         try:
@@ -306,6 +306,8 @@ def drop_overlapping_shards(dest: str, run_id: str, storage: Storage = Storage()
         seen |= covered
         if twice:
             _trim_shard(dest, run_id, shard, reports[shard], twice, storage)
+    gone = set(dropped)
+    _drop_unfinished_reports({s: u for s, u in reports.items() if s not in gone}, finished - gone, storage)
     return dropped
 
 
