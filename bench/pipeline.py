@@ -9,7 +9,9 @@ For N generated images (default 100, 1,000 and 10,000) it times, on the same cor
 Target: flow / pool wall time <= 1.15 at 1,000 and 10,000 images with the default shard
 size. Also per-image cost (should be flat in N), the flow process's memory (this process
 runs the flow and nothing else: its RSS after each size and its peak) and the Dask workers'
-(current and peak). Each size's images and outputs are deleted once measured.
+(current and peak), and the CPU seconds each side spent: the Dask workers, this process
+(scheduler, Prefect client, plan) and the Prefect server during a flow run, the pool's
+processes during a pool run. Each size's images and outputs are deleted once measured.
 
 On a machine other work shares, ``--repeats R`` runs flow and pool R times each, in
 alternating order (flow, pool, pool, flow, ...), and reports the median times and the median
@@ -23,6 +25,7 @@ weighs on both halves alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import multiprocessing as mp
@@ -63,6 +66,18 @@ def make_images(root: Path, n: int, size: int = 128, seed: int = 0) -> None:
 
 def worker_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_s(processes) -> float:
+    """User + system CPU seconds of these processes so far (psutil; gone ones count 0)."""
+    import psutil  # noqa: PLC0415
+
+    total = 0.0
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def rss_mb() -> float:
@@ -144,8 +159,12 @@ def main() -> None:
     from flows.runner import local_cluster
     from imgpress.prefect_api import prefect_api
 
+    import psutil
+
+    me = psutil.Process()
     rows = []
     with prefect_api(echo=print), tempfile.TemporaryDirectory() as tmp:
+        server = me.children(recursive=True)  # the private Prefect server, if this bench started one
         t0 = time.perf_counter()
         cluster = local_cluster(args.workers)  # the cluster `imgpress compress` starts
         cluster_start = time.perf_counter() - t0
@@ -157,25 +176,35 @@ def main() -> None:
         loop = mp.get_context("spawn").Pool(1)
         loop.apply(_warm)
         client.run(_warm)
+        # CPU per side: where a flow's extra time goes (its workers, its own process, the server)
+        workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]
+        pool_procs = [psutil.Process(pid) for pid in set(pool.map(_warm, range(args.workers * 4)))]
         for n in args.sizes:
             src = Path(tmp) / f"src{n}"
             make_images(src, n, args.image_size)
             load = os.getloadavg()[0]
             rounds = args.repeats if n <= args.pool_up_to else 1
             flows, pools, ratios, summary = [], [], [], None
+            cpu = {"worker_cpu_s": [], "flow_process_cpu_s": [], "server_cpu_s": [], "pool_cpu_s": []}
             for r in range(rounds):
                 order = ("flow", "pool") if r % 2 == 0 else ("pool", "flow")
                 for part in order:
                     if part == "flow":
+                        before = cpu_s(workers), cpu_s([me]), cpu_s(server)
                         flow_s, summary = time_flow(str(src), f"{tmp}/flow{n}-{r}", args.codec, params,
                                                     args.shard_size, flow)
                         flows.append(flow_s)
+                        for key, procs, b in zip(("worker_cpu_s", "flow_process_cpu_s", "server_cpu_s"),
+                                                 (workers, [me], server), before):
+                            cpu[key].append(cpu_s(procs) - b)
                         flow_rss = rss_mb()
                         assert summary["ok"] == n, summary
                     elif n <= args.pool_up_to:
+                        before = cpu_s(pool_procs)
                         pool_s, pool_ok = time_plain(str(src), f"{tmp}/pool{n}-{r}", args.codec, params,
                                                      args.shard_size, pool)
                         pools.append(pool_s)
+                        cpu["pool_cpu_s"].append(cpu_s(pool_procs) - before)
                         assert pool_ok == n, pool_ok
                 for part in ("flow", "pool"):
                     shutil.rmtree(f"{tmp}/{part}{n}-{r}", ignore_errors=True)
@@ -196,6 +225,7 @@ def main() -> None:
                 "flow_ms_per_image": round(flow_s / n * 1e3, 2), "pool_ms_per_image": round(pool_s / n * 1e3, 2),
                 "flow_rss_mb": round(flow_rss, 1), "flow_peak_rss_mb": round(worker_peak_rss_mb(), 1),
                 "worker_rss_mb": round(worker_now, 1), "worker_peak_rss_mb": round(worker_peak, 1),
+                **{key: round(float(np.median(v)), 2) if v else float("nan") for key, v in cpu.items()},
                 "load_avg": round(load, 1), "load_avg_end": round(os.getloadavg()[0], 1),
             })
             print(rows[-1], flush=True)

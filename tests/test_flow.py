@@ -154,3 +154,21 @@ def test_cli_report_answers_from_parquet(jpeg_run):
     mine = rows[summary["run_id"]]
     assert mine["codec"] == "jpeg" and mine["images"] == len(SAMPLES) + 1 and mine["errors"] == 1
     assert mine["mean_psnr"] == pytest.approx(summary["mean_psnr"])
+
+
+def _periodic_callbacks(dask_worker) -> list[str]:
+    return sorted(dask_worker.periodic_callbacks)
+
+
+def test_the_local_cluster_runs_its_workers_without_the_stack_sampling_profiler():
+    """The cluster `imgpress compress` and the flows start themselves: no 10-ms stack sampling
+    beside the shards (README, pipeline overhead), the rest of the worker as Dask makes it."""
+    from distributed import Client
+
+    from flows.runner import local_cluster
+
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        callbacks = client.run(_periodic_callbacks)
+    (names,) = callbacks.values()
+    assert "heartbeat" in names and "memory_monitor" in names, names
+    assert not {"profile", "profile-cycle"} & set(names), names
