@@ -3,9 +3,10 @@
 For each codec: encode a W x H image, then in a fresh process decode a small artifact
 (libraries warmed up), note the peak RSS, decode the big one, and report
 ``(peak growth - image bytes) / pixels`` in bytes per pixel. The target (issue 12.4) is
-at most 8 bytes per claimed pixel beyond the image.
+at most 8 bytes per claimed pixel beyond the image. ``pca-worst`` is the crafted pca artifact
+its decoder holds the most for (32-bit integers, every component it accepts).
 
-    python bench/decode_memory.py --size 2048 [--width 16384] [--codecs jpeg webp ...]
+    python bench/decode_memory.py --size 2048 [--width 16384] [--codecs jpeg webp ... pca-worst]
 """
 
 from __future__ import annotations
@@ -39,12 +40,36 @@ def artifacts(codec: str, size: int, folder: Path, width: int | None = None) -> 
     return big, small
 
 
+def pca_worst_case(height: int, width: int, folder: Path) -> tuple[Path, Path]:
+    """The pca artifact that makes its decoder hold the most: 3 channels, 32-bit integers and as
+    many components as the decoder accepts (what only a crafted file claims; its integers are
+    zeros, which LZMA shrinks to almost nothing), and a 64 x 64 one of the same kind."""
+    import lzma
+    import struct
+    import zlib
+
+    from compressors import pca
+
+    def artifact(h: int, w: int) -> bytes:
+        k = pca.max_components(h, w, 4)
+        payload = bytes(3 * (w + 4 * k * (w + h)))
+        body = lzma.compress(payload, format=lzma.FORMAT_RAW, filters=pca._LZMA_FILTERS)
+        head = (pca._HEAD.pack(pca.MAGIC, pca.CODEC_ID, pca.VERSION, bytes(8), h, w, 3)
+                + pca._CHAN.pack(k, 1.0, 1.0, 4) * 3 + struct.pack("<I", len(body)))
+        return head + body + struct.pack("<I", zlib.crc32(head + body))
+
+    big, small = folder / "pca-worst-big", folder / "pca-worst-small"
+    big.write_bytes(artifact(height, width))
+    small.write_bytes(artifact(64, 64))
+    return big, small
+
+
 def measure(codec: str, big: Path, small: Path) -> dict:
     """Runs in a fresh process: the peak RSS growth of decoding ``big`` after ``small``."""
     from compressors import get_codec
     from compressors.fuzzing import PeakRSS
 
-    c = get_codec(codec)
+    c = get_codec(codec.removesuffix("-worst"))
     c.decode(small.read_bytes())
     data = big.read_bytes()
     with PeakRSS() as rss:
@@ -72,9 +97,10 @@ def main(argv=None) -> int:
 
     rows = []
     folder = Path(tempfile.mkdtemp(prefix="imgpress-decode-memory-"))
-    for codec in a.codecs or sorted(CODECS):
+    for codec in a.codecs or [*sorted(CODECS), "pca-worst"]:
         try:
-            big, small = artifacts(codec, a.size, folder, a.width)
+            big, small = (pca_worst_case(a.size, a.width or a.size, folder) if codec == "pca-worst"
+                          else artifacts(codec, a.size, folder, a.width))
         except ValueError as exc:  # a codec of one fixed shape (digits: 28x28 gray) takes no big image
             print(f"{codec}: skipped: {exc}")
             continue

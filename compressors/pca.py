@@ -23,8 +23,12 @@ Artifact (little-endian)::
 Decoding validates every field and the checksum before it allocates; the payload then
 decompresses a field at a time straight into that field's array (never whole) and must hold
 exactly the bytes the header implies. Floats exist for one channel's components and one band
-of rows: at most 6 bytes per pixel beyond the image with 16-bit integers, 12 with 32-bit ones
-(components = min(H, W), which only a crafted artifact claims; issue 12.4).
+of rows. A channel's integers (components and scores) take at most ``_INT_BYTES_PER_PIXEL`` = 4
+bytes per pixel: 16-bit ones always do (k <= min(H, W)), and with 32-bit ones the encoder keeps
+at most ``max_components(H, W, 4)`` components (n / 2 for an n x n image: already as many numbers
+as pixels) and the decoder refuses an artifact claiming more. Channels are decoded one after the
+other, each channel's integers freed before the next's are read: at most 4 bytes per pixel plus
+~2 MB (float strips, bands, the LZMA window) beyond the image (issue 12.4).
 """
 
 from __future__ import annotations
@@ -49,8 +53,15 @@ _HEAD = struct.Struct("<4sBB8sIIB")
 _CHAN = struct.Struct("<HffB")
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": 1 << 20}]  # 1 MiB window: bounded memory both ways
 _ROWS = 64  # rows reconstructed at a time: float temporaries stay a small band, not the image
-_CHUNK = 1 << 20  # bytes of components converted to floats at a time (a strip of their columns)
+_CHUNK = 1 << 18  # bytes at a time: of components made floats (a strip of columns), of payload decompressed
 _PIECE = 1 << 16  # compressed bytes handed to the decompressor at a time
+_INT_BYTES_PER_PIXEL = 4  # a channel's components + scores, bytes per pixel, at most
+
+
+def max_components(h: int, w: int, width: int) -> int:
+    """The most components a channel may keep with ``width``-byte integers: its components and
+    scores (``width * k * (h + w)`` bytes) stay within ``_INT_BYTES_PER_PIXEL`` bytes per pixel."""
+    return min(h, w, MAX_COMPONENTS, _INT_BYTES_PER_PIXEL * h * w // (width * (h + w)))
 
 
 def _fit(channel: np.ndarray, variance: float, components: int | None):
@@ -91,6 +102,9 @@ def encode(image: np.ndarray, *, variance: float = 0.95, components: int | None 
             qs, ws = _quantise(scores.T, s_step)  # component by component
             qv, wv = _quantise(comp, v_step)
             width = max(ws, wv)
+            if k > max_components(h, w, width):  # only 32-bit integers and nearly every component
+                k = max_components(h, w, width)
+                qv, qs = qv[:k], qs[:k]
             dtype = "<i2" if width == 2 else "<i4"
             payload += [np.clip(np.rint(mean), 0, 255).astype(np.uint8).tobytes(),
                         qv.astype(dtype).tobytes(), qs.astype(dtype).tobytes()]
@@ -122,7 +136,7 @@ def decode(data: bytes) -> np.ndarray:
     for _ in range(c):
         k, s_step, v_step, width = _CHAN.unpack_from(data, pos)
         pos += _CHAN.size
-        if k > min(h, w, MAX_COMPONENTS) or width not in (2, 4):
+        if width not in (2, 4) or k > max_components(h, w, width):
             raise ValueError(f"pca artifact claims {k} components of width {width} for a {w}x{h} image")
         if not (math.isfinite(s_step) and math.isfinite(v_step) and s_step > 0 and v_step > 0):
             raise ValueError("pca artifact has invalid quantisation steps")
@@ -152,7 +166,7 @@ def decode(data: bytes) -> np.ndarray:
                     band = (scores[:, r0 : r0 + _ROWS] * ftype.type(s_step)).T
                     out[r0 : r0 + _ROWS, c0 : c0 + cols, ch] = np.clip(
                         np.rint(band @ strip + mean[c0 : c0 + cols]), 0, 255).astype(np.uint8)
-            del comp, scores, strip
+            del comp, scores, strip, band  # before the next channel's integers are read
     payload.finish()
     return out
 
@@ -187,7 +201,7 @@ class _Payload:
                 if not piece:
                     break  # the payload ends before its fields do
             try:
-                part = self._lzma.decompress(piece, max_length=dest.size - filled)
+                part = self._lzma.decompress(piece, max_length=min(dest.size - filled, _CHUNK))
             except lzma.LZMAError as exc:
                 raise ValueError(f"pca artifact payload does not decompress: {exc}") from None
             dest[filled : filled + len(part)] = np.frombuffer(part, np.uint8)

@@ -46,3 +46,10 @@ def test_decoding_holds_at_most_8_bytes_per_pixel_beyond_the_image(codec, measur
         pytest.skip(f"{codec} codes {CODECS[codec].shape} images only: no large artifact exists")
     row = measured[codec]
     assert row["bytes_per_pixel_beyond_image"] <= LIMIT, row
+
+
+def test_the_crafted_pca_artifact_its_decoder_holds_most_for_stays_within_the_bound(measured):
+    """32-bit integers and every component the decoder accepts (pca.max_components): only a crafted
+    file claims that, and it is what makes an untrusted pca artifact cost the most."""
+    row = measured["pca-worst"]
+    assert row["bytes_per_pixel_beyond_image"] <= LIMIT, row

@@ -127,5 +127,33 @@ def test_the_streaming_decoder_gives_the_pixels_of_the_plain_one(astronaut, para
     noise = rng.integers(0, 256, (3, 150, 3), np.uint8)
     for image in (astronaut, np.ascontiguousarray(astronaut[:70, :101, :1]), noise):
         data = PCA.encode(image, **params)
-        for artifact in (data, _with_32_bit_integers(data)):
-            np.testing.assert_array_equal(PCA.decode(artifact), _reference_decode(artifact))
+        h, w, chans, _ = _fields(data)
+        wide = _with_32_bit_integers(data)
+        np.testing.assert_array_equal(PCA.decode(data), _reference_decode(data))
+        if max(ch[0] for ch in chans) <= pca.max_components(h, w, 4):
+            np.testing.assert_array_equal(PCA.decode(wide), _reference_decode(wide))
+        else:  # more 32-bit integers than the memory bound allows: refused (see below)
+            with pytest.raises(ValueError, match="components of width 4"):
+                PCA.decode(wide)
+
+
+def test_32_bit_integers_keep_at_most_four_bytes_per_pixel(monkeypatch):
+    """Issue 12.4: a channel's integers stay within 4 bytes per pixel. 16-bit ones always do; with
+    32-bit ones (scores beyond +-32,767 steps) the encoder keeps at most max_components(h, w, 4)
+    components, and an artifact claiming more, which only a crafted file can, is refused before
+    anything is allocated."""
+    assert pca.max_components(40, 40, 4) == 20 and pca.max_components(40, 40, 2) == 40
+    for h, w in [(40, 40), (256, 8192), (1024, 1024), (7, 3)]:
+        for width in (2, 4):
+            k = pca.max_components(h, w, width)
+            assert width * k * (h + w) <= 4 * h * w and (width == 4 or k == min(h, w))
+    noise = np.random.default_rng(3).integers(0, 256, (40, 40, 1), np.uint8)
+    crafted = _with_32_bit_integers(PCA.encode(noise, components=40))
+    with pytest.raises(ValueError, match="claims 40 components of width 4"):
+        PCA.decode(crafted)
+    quantise = pca._quantise
+    monkeypatch.setattr(pca, "_quantise", lambda values, step: (quantise(values, step)[0], 4))
+    encoded = PCA.compress(noise, components=40)
+    assert encoded.decision == {"components": [20]}
+    assert _fields(encoded.data)[2][0][3] == 4
+    assert psnr(noise, PCA.decode(encoded.data)) > 10
