@@ -182,6 +182,10 @@ def main() -> None:
         for n in args.sizes:
             src = Path(tmp) / f"src{n}"
             make_images(src, n, args.image_size)
+            # On disk before any clock starts, as a real collection is: freshly written sources left
+            # dirty in the page cache are flushed inside the timed runs (by writeback, and by the
+            # artifacts' fsyncs under ext4's data=ordered), more of them the larger the collection.
+            os.sync()
             load = os.getloadavg()[0]
             rounds = args.repeats if n <= args.pool_up_to else 1
             flows, pools, ratios, summary = [], [], [], None
@@ -208,6 +212,7 @@ def main() -> None:
                         assert pool_ok == n, pool_ok
                 for part in ("flow", "pool"):
                     shutil.rmtree(f"{tmp}/{part}{n}-{r}", ignore_errors=True)
+                os.sync()  # and this round's writes and removals flushed before the next round's clock
                 if pools:
                     ratios.append(flows[-1] / pools[-1])
             loop_s = loop.apply(_time_loop, ((str(src), f"{tmp}/loop{n}", args.codec, params,
