@@ -44,19 +44,11 @@ def pca_worst_case(height: int, width: int, folder: Path) -> tuple[Path, Path]:
     """The pca artifact that makes its decoder hold the most: 3 channels, 32-bit integers and as
     many components as the decoder accepts (what only a crafted file claims; its integers are
     zeros, which LZMA shrinks to almost nothing), and a 64 x 64 one of the same kind."""
-    import lzma
-    import struct
-    import zlib
-
     from compressors import pca
 
     def artifact(h: int, w: int) -> bytes:
         k = pca.max_components(h, w, 4)
-        payload = bytes(3 * (w + 4 * k * (w + h)))
-        body = lzma.compress(payload, format=lzma.FORMAT_RAW, filters=pca._LZMA_FILTERS)
-        head = (pca._HEAD.pack(pca.MAGIC, pca.CODEC_ID, pca.VERSION, bytes(8), h, w, 3)
-                + pca._CHAN.pack(k, 1.0, 1.0, 4) * 3 + struct.pack("<I", len(body)))
-        return head + body + struct.pack("<I", zlib.crc32(head + body))
+        return pca.pack(h, w, [(k, 1.0, 1.0, 4)] * 3, bytes(3 * (w + 4 * k * (w + h))))
 
     big, small = folder / "pca-worst-big", folder / "pca-worst-small"
     big.write_bytes(artifact(height, width))

@@ -102,18 +102,24 @@ def encode(image: np.ndarray, *, variance: float = 0.95, components: int | None 
             qs, ws = _quantise(scores.T, s_step)  # component by component
             qv, wv = _quantise(comp, v_step)
             width = max(ws, wv)
-            if k > max_components(h, w, width):  # only 32-bit integers and nearly every component
-                k = max_components(h, w, width)
-                qv, qs = qv[:k], qs[:k]
+            most = max_components(h, w, width)
+            if k > most:  # only 32-bit integers and nearly every component
+                k, qv, qs = most, qv[:most], qs[:most]
             dtype = "<i2" if width == 2 else "<i4"
             payload += [np.clip(np.rint(mean), 0, 255).astype(np.uint8).tobytes(),
                         qv.astype(dtype).tobytes(), qs.astype(dtype).tobytes()]
-            heads.append(_CHAN.pack(k, s_step, v_step, width))
+            heads.append((k, s_step, v_step, width))
             kept.append(k)
-    body = lzma.compress(b"".join(payload), format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-    head = _HEAD.pack(MAGIC, CODEC_ID, VERSION, bytes(8), h, w, c) + b"".join(heads) + struct.pack("<I", len(body))
-    data = head + body
-    return Encoded(data + struct.pack("<I", zlib.crc32(data)), {"components": kept})
+    return Encoded(pack(h, w, heads, b"".join(payload)), {"components": kept})
+
+
+def pack(h: int, w: int, channels: list[tuple[int, float, float, int]], payload: bytes) -> bytes:
+    """The container around a payload: ``channels`` = (k, score step, component step, integer
+    width) per channel; the payload LZMA-compressed, the CRC32 appended."""
+    body = lzma.compress(payload, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+    data = (_HEAD.pack(MAGIC, CODEC_ID, VERSION, bytes(8), h, w, len(channels))
+            + b"".join(_CHAN.pack(*ch) for ch in channels) + struct.pack("<I", len(body)) + body)
+    return data + struct.pack("<I", zlib.crc32(data))
 
 
 def decode(data: bytes) -> np.ndarray:
